@@ -1,0 +1,1 @@
+"""Layer-pruned Sentence-BERT experiments."""

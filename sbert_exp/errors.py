@@ -1,0 +1,19 @@
+"""Errors that end a run with one line naming the problem and its fix."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's config, assets or data; the message says how to fix it."""
+
+
+class ConfigError(UserError):
+    """An override or config value that cannot work."""
+
+
+class AssetError(UserError):
+    """An embedded asset that is missing or does not match its SHA-256."""
+
+
+class DataError(UserError):
+    """A data file or Hub dataset that cannot be read as sentence pairs."""

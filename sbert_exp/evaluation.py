@@ -1,0 +1,90 @@
+"""Embedding quality and speed: STS Spearman, NLI accuracy, encode throughput."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from scipy.stats import pearsonr, spearmanr
+from torch import nn
+
+from sbert_exp.modeling import layers, layers_view
+
+
+def encode_unique(
+    model, sentences: Sequence[str], prefix: str, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Embed each distinct sentence once; returns sentence -> embedding."""
+    unique = list(dict.fromkeys(sentences))
+    emb = model.encode([prefix + s for s in unique], batch_size=batch_size,
+                       convert_to_numpy=True, show_progress_bar=len(unique) > 1000)
+    return dict(zip(unique, emb, strict=True))
+
+
+def _pair_embeddings(model, pairs: Dataset, prefix: str, batch_size: int):
+    s1, s2 = pairs["sentence1"], pairs["sentence2"]
+    table = encode_unique(model, [*s1, *s2], prefix, batch_size)
+    return np.stack([table[s] for s in s1]), np.stack([table[s] for s in s2])
+
+
+def sts_scores(model, pairs: Dataset, prefix: str, batch_size: int) -> dict[str, float]:
+    """Spearman and Pearson correlation of cosine similarity with the gold scores."""
+    u, v = _pair_embeddings(model, pairs, prefix, batch_size)
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    cosine = (u * v).sum(axis=1)
+    gold = np.asarray(pairs["score"], dtype=np.float64)
+    return {
+        "spearman_cosine": float(spearmanr(gold, cosine).statistic),
+        "pearson_cosine": float(pearsonr(gold, cosine).statistic),
+    }
+
+
+def nli_accuracy(model, classifier: nn.Linear, pairs: Dataset, prefix: str,
+                 batch_size: int) -> dict[str, float]:
+    """Accuracy of the SBERT softmax head on (u, v, |u - v|) over NLI pairs."""
+    u, v = _pair_embeddings(model, pairs, prefix, batch_size)
+    features = torch.from_numpy(np.concatenate([u, v, np.abs(u - v)], axis=1))
+    weight = classifier.weight.detach().float().cpu()
+    with torch.no_grad():
+        logits = features @ weight.T + classifier.bias.detach().float().cpu()
+    predicted = logits.argmax(dim=1).numpy()
+    gold = np.asarray(pairs["label"])
+    return {"accuracy": float((predicted == gold).mean())}
+
+
+def _encode_seconds(model, sentences: list[str], batch_size: int) -> float:
+    if torch.cuda.is_available() and str(model.device).startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model.encode(sentences, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    if torch.cuda.is_available() and str(model.device).startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def speed_vs_unpruned(model, keep: Sequence[int], sentences: list[str], batch_size: int,
+                      rounds: int) -> dict[str, float]:
+    """Encode throughput with all layers and with `keep`, alternated on the same sentences.
+
+    Both variants run in this process on the same weights (the pruned one is a view of the
+    full stack), after one warm-up each; the best of `rounds` timings is kept.
+    """
+    full = list(range(len(layers(model))))
+    timings: dict[str, list[float]] = {"full": [], "pruned": []}
+    for warmup in (True, *([False] * rounds)):
+        for name, idx in (("full", full), ("pruned", list(keep))):
+            with layers_view(model, idx):
+                seconds = _encode_seconds(model, sentences, batch_size)
+            if not warmup:
+                timings[name].append(seconds)
+    full_s, pruned_s = min(timings["full"]), min(timings["pruned"])
+    return {
+        "sentences_per_s": len(sentences) / pruned_s,
+        "sentences_per_s_unpruned": len(sentences) / full_s,
+        "speedup_vs_unpruned": full_s / pruned_s,
+    }
+

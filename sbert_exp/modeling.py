@@ -1,0 +1,176 @@
+"""Model internals: loading a base encoder, finding and pruning its layers, counting parameters."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sbert_exp import assets
+from sbert_exp.errors import AssetError, ConfigError
+from sbert_exp.schema import BaseModelConfig, Source
+
+log = logging.getLogger(__name__)
+
+# Where each architecture keeps its stack of layers, and the config field with its depth.
+LAYER_PATHS = (
+    ("encoder.layer", "num_hidden_layers"),  # BERT, RoBERTa, XLM-R, MPNet, ELECTRA
+    ("transformer.layer", "n_layers"),  # DistilBERT
+)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but no CUDA device is visible: use device=auto or cpu")
+    return device
+
+
+def locate(base: BaseModelConfig) -> str:
+    """A local directory (embedded, local) or a Hub id already in the local cache."""
+    if base.source is Source.embedded:
+        return str(assets.resolve(base.location))
+    if base.source is Source.local:
+        path = Path(base.location).expanduser()
+        if not (path / "config.json").is_file():
+            raise AssetError(f"base_model.location={base.location} is not a model directory "
+                             "(no config.json): point it to a saved Hugging Face or "
+                             "sentence-transformers model")
+        return str(path)
+    return _hub_snapshot(base)
+
+
+def _hub_snapshot(base: BaseModelConfig) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(base.location, revision=base.revision, local_files_only=True)
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise AssetError(
+                f"base_model={base.name}: {base.location} is not in the Hugging Face cache "
+                "and HF_HUB_OFFLINE is set: download it once online, or set "
+                "base_model.source=local base_model.location=DIR") from None
+    try:
+        return snapshot_download(base.location, revision=base.revision, etag_timeout=10)
+    except Exception as e:
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise AssetError(
+            f"base_model={base.name}: could not download {base.location} ({reason}): "
+            "go online once, or set base_model.source=local base_model.location=DIR") from None
+
+
+def model_depth(path: str) -> int:
+    """Number of encoder layers declared by the config.json of a model directory."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    for _, field in LAYER_PATHS:
+        if hasattr(config, field):
+            return int(getattr(config, field))
+    raise ConfigError(f"{path}: config.json declares no layer count: only encoder "
+                      "architectures with a layer stack (BERT, RoBERTa, MPNet, DistilBERT) prune")
+
+
+def load_base(base: BaseModelConfig, device: str, path: str):
+    """Load the base encoder found at `path` (see `locate`), checking its depth first."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    depth = model_depth(path)
+    if depth != base.num_layers:
+        raise ConfigError(f"base_model.num_layers={base.num_layers} but {base.location} has "
+                          f"{depth} layers: set base_model.num_layers={depth}")
+    if Path(path, "modules.json").is_file():
+        model = SentenceTransformer(path, device=device)
+    else:
+        encoder = Transformer(path, max_seq_length=base.max_seq_length)
+        pooling = Pooling(encoder.get_embedding_dimension(), pooling_mode=base.pooling.value)
+        model = SentenceTransformer(modules=[encoder, pooling], device=device)
+    model.max_seq_length = base.max_seq_length
+    return model
+
+
+def hf_model(model: nn.Module) -> nn.Module:
+    """The Hugging Face encoder inside a SentenceTransformer (or the module itself)."""
+    first = model[0] if isinstance(model, nn.Sequential) else model
+    return getattr(first, "auto_model", first)
+
+
+def _layer_owner(encoder: nn.Module) -> tuple[nn.Module, str, str]:
+    for path, depth_field in LAYER_PATHS:
+        owner_path, _, attr = path.rpartition(".")
+        owner = encoder.get_submodule(owner_path) if hasattr(encoder, owner_path) else None
+        if owner is not None and isinstance(getattr(owner, attr, None), nn.ModuleList):
+            return owner, attr, depth_field
+    raise ConfigError(f"{type(encoder).__name__} keeps no layer stack at "
+                      f"{' or '.join(p for p, _ in LAYER_PATHS)}: this architecture cannot prune")
+
+
+def layers(model: nn.Module) -> nn.ModuleList:
+    owner, attr, _ = _layer_owner(hf_model(model))
+    return getattr(owner, attr)
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(layers(model))
+
+
+def _renumber(kept: Sequence[nn.Module]) -> None:
+    # Attention modules carry the index of their layer (for KV caches); keep it truthful.
+    for new_idx, layer in enumerate(kept):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_idx
+
+
+def prune(model: nn.Module, keep: Sequence[int]) -> None:
+    """Keep only the layers `keep` (ascending indices), in place, and update the config."""
+    encoder = hf_model(model)
+    owner, attr, depth_field = _layer_owner(encoder)
+    stack = getattr(owner, attr)
+    kept = [stack[i] for i in keep]
+    setattr(owner, attr, nn.ModuleList(kept))
+    _renumber(kept)
+    setattr(encoder.config, depth_field, len(kept))
+
+
+@contextlib.contextmanager
+def layers_view(model: nn.Module, keep: Sequence[int]) -> Iterator[None]:
+    """Run the model with only the layers `keep` for the duration of the block; no copy is made."""
+    encoder = hf_model(model)
+    owner, attr, depth_field = _layer_owner(encoder)
+    full = getattr(owner, attr)
+    depth = getattr(encoder.config, depth_field)
+    setattr(owner, attr, nn.ModuleList([full[i] for i in keep]))
+    setattr(encoder.config, depth_field, len(keep))
+    try:
+        yield
+    finally:
+        setattr(owner, attr, full)
+        setattr(encoder.config, depth_field, depth)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    embeddings: int
+    encoder: int
+    size_mb: float  # bytes of all parameters and buffers, in MiB
+
+
+def param_counts(model: nn.Module) -> ParamCounts:
+    encoder = hf_model(model)
+    embeddings = getattr(encoder, "embeddings", None)
+    emb = sum(p.numel() for p in embeddings.parameters()) if embeddings is not None else 0
+    enc = sum(p.numel() for p in layers(model).parameters())
+    total = sum(p.numel() for p in model.parameters())
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return ParamCounts(total=total, embeddings=emb, encoder=enc, size_mb=size / 2**20)

@@ -1,0 +1,175 @@
+"""One job: check the config, read data, load, time, prune, fine-tune in stages, evaluate, save."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset
+
+from sbert_exp import evaluation, modeling, training
+from sbert_exp.data import load_split, subsample
+from sbert_exp.errors import ConfigError
+from sbert_exp.pruning import PruningError, kept_layers
+from sbert_exp.schema import StageConfig, TrainConfig
+from sbert_exp.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+def plan(cfg: TrainConfig) -> list[int]:
+    """Check everything that can be checked without loading anything; return the kept layers."""
+    p = cfg.pruning
+    try:
+        kept = kept_layers(cfg.base_model.num_layers, p.keep, p.strategy, p.layers)
+    except PruningError as e:
+        raise ConfigError(f"{e} (base_model={cfg.base_model.name})") from None
+    stages = {"nli": (cfg.phase.nli, cfg.dataset.nli_train), "sts": (cfg.phase.sts,
+                                                                     cfg.dataset.sts_train)}
+    for name, (stage, split) in stages.items():
+        if stage is None:
+            continue
+        if split is None:
+            raise ConfigError(f"phase={cfg.phase.name} has an {name} stage but "
+                              f"dataset={cfg.dataset.name} has no {name}_train split: choose "
+                              f"another phase or set dataset.{name}_train")
+        _check_stage(name, stage)
+    if cfg.eval.nli_test_max_pairs is not None and cfg.eval.nli_test_max_pairs < 1:
+        raise ConfigError("eval.nli_test_max_pairs must be at least 1, or null for all pairs")
+    if cfg.eval.speed_sentences < 1 or cfg.eval.speed_rounds < 1:
+        raise ConfigError("eval.speed_sentences and eval.speed_rounds must be at least 1")
+    return kept
+
+
+def _check_stage(name: str, stage: StageConfig) -> None:
+    checks = [
+        (stage.max_pairs is None or stage.max_pairs >= 1, "max_pairs", "at least 1, or null"),
+        (stage.epochs >= 1, "epochs", "at least 1"),
+        (stage.batch_size >= 1, "batch_size", "at least 1"),
+        (stage.lr > 0, "lr", "positive"),
+        (0 <= stage.warmup_ratio < 1, "warmup_ratio", "in [0, 1)"),
+    ]
+    for ok, key, rule in checks:
+        if not ok:
+            raise ConfigError(f"phase.{name}.{key}={getattr(stage, key)} is invalid: "
+                              f"it must be {rule}")
+
+
+@dataclass
+class JobData:
+    sts_test: Dataset
+    nli_train: Dataset | None
+    nli_test: Dataset | None
+    sts_train: Dataset | None
+
+
+def load_data(cfg: TrainConfig) -> JobData:
+    """Read and check every split the job needs, before any model loads."""
+    d, phase, seed = cfg.dataset, cfg.phase, cfg.seed
+    nli_train = nli_test = sts_train = None
+    if phase.nli is not None:
+        nli_train = subsample(load_split(d.nli_train, "nli", "dataset.nli_train", d.num_labels),
+                              phase.nli.max_pairs, seed)
+        if d.nli_test is not None:
+            nli_test = subsample(load_split(d.nli_test, "nli", "dataset.nli_test", d.num_labels),
+                                 cfg.eval.nli_test_max_pairs, seed)
+    if phase.sts is not None:
+        sts_train = subsample(load_split(d.sts_train, "sts", "dataset.sts_train"),
+                              phase.sts.max_pairs, seed)
+    sts_test = load_split(d.sts_test, "sts", "dataset.sts_test")
+    return JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test, sts_train=sts_train)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_model(model, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
+            tags: dict[str, str] | None = None) -> dict[str, float]:
+    """Run one pruning experiment; returns the metrics also written to output_dir/metrics.json."""
+    from transformers import set_seed
+
+    started = time.perf_counter()
+    # 1. Check the config, the model's assets and every data split: cheap, and before any load.
+    kept = plan(cfg)
+    device = modeling.resolve_device(cfg.device)
+    model_path = modeling.locate(cfg.base_model)
+    data = load_data(cfg)
+    prefix, bs = cfg.base_model.prefix, cfg.eval.batch_size
+    set_seed(cfg.seed)
+
+    tracker = Tracker(cfg.tracking)
+    run_name = f"{cfg.base_model.name}-{cfg.pruning.strategy.value}-keep{len(kept)}"
+    with tracker.run(run_name, tags=tags) as run:
+        run.log_params({**params, "pruning.kept_layers": ",".join(map(str, kept))})
+        metrics: dict[str, float] = {}
+
+        def record(new: dict[str, float], step: int = 0) -> None:
+            metrics.update(new)
+            run.log_metrics(new, step=step)
+            for key, value in new.items():
+                log.info("%s = %.4f", key, value)
+
+        # 2. Load the base model; time it whole and pruned on the same sentences.
+        model = modeling.load_base(cfg.base_model, device, model_path)
+        sentences = list(dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]]))
+        sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
+        speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
+        record({f"speed/{k}": v for k, v in speed.items()})
+
+        # 3. Prune in place.
+        modeling.prune(model, kept)
+        counts = modeling.param_counts(model)
+        record({
+            "model/num_layers": float(len(kept)),
+            "model/params_total": float(counts.total),
+            "model/params_embeddings": float(counts.embeddings),
+            "model/params_encoder": float(counts.encoder),
+            "model/size_mb": counts.size_mb,
+        })
+
+        # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
+        def eval_sts(tag: str, step: int) -> None:
+            scores = evaluation.sts_scores(model, data.sts_test, prefix, bs)
+            record({f"{tag}/sts_test/{k}": v for k, v in scores.items()})
+            # The unprefixed name always holds the latest score; its history has one
+            # step per evaluation (0 before training, then one per stage).
+            record({f"sts_test/{k}": v for k, v in scores.items()}, step=step)
+
+        eval_sts("before", 0)
+        if cfg.phase.nli is not None:
+            classifier, result = training.train_nli(model, data.nli_train, cfg.phase.nli,
+                                                    cfg.dataset.num_labels, prefix, cfg.seed)
+            record(result.metrics("nli"))
+            if data.nli_test is not None:
+                acc = evaluation.nli_accuracy(model, classifier, data.nli_test, prefix, bs)
+                record({f"nli_test/{k}": v for k, v in acc.items()})
+            eval_sts("after_nli", 1)
+        if cfg.phase.sts is not None:
+            result = training.train_sts(model, data.sts_train, cfg.phase.sts, prefix, cfg.seed)
+            record(result.metrics("sts"))
+            eval_sts("after_sts", 2)
+
+        # 5. Save the pruned, fine-tuned model and the metrics.
+        if cfg.save_model:
+            _save_model(model, output_dir / "model")
+        record({"time/total_s": time.perf_counter() - started})
+        _write_json(output_dir / "metrics.json", metrics)
+        run.log_artifact(output_dir / "metrics.json")
+        run.log_artifact(output_dir / ".hydra", "hydra")
+    return metrics

