@@ -13,7 +13,7 @@ from datasets import Dataset
 
 from sbert_exp import assets
 from sbert_exp.errors import DataError
-from sbert_exp.schema import FileFormat, SplitConfig, Source
+from sbert_exp.schema import FileFormat, Source, SplitConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     """Where layers are *removed* from (layer 0 is the bottom, next to the embeddings)."""
 
     top = "top"  # remove the top layers: keep layers 0 .. keep-1

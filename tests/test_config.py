@@ -1,0 +1,139 @@
+"""Config composition and the one-line errors of bad overrides, before anything loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose
+from sbert_exp.errors import ConfigError
+from sbert_exp.pipeline import plan
+from sbert_exp.pruning import Strategy
+from sbert_exp.schema import Source
+
+
+def test_default_config_composes_to_typed_schema():
+    cfg, _ = compose([])
+    assert cfg.base_model.name == "e5_small"
+    assert cfg.base_model.num_layers == 12
+    assert cfg.base_model.prefix == "query: "
+    assert cfg.base_model.source is Source.embedded
+    assert cfg.pruning.keep == 6 and cfg.pruning.strategy is Strategy.top
+    assert cfg.phase.name == "nli_sts"
+    assert cfg.phase.nli.max_pairs == 1024 and cfg.phase.sts.max_pairs == 768
+    assert cfg.dataset.sts_test.location == "stsb/test"
+    assert cfg.dataset.nli_test.label_map == {"entailment": 0, "neutral": 1, "contradiction": 2}
+    assert cfg.tracking.uri == "sqlite:///mlflow.db"
+    assert plan(cfg) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kept"),
+    [
+        (["pruning.keep=2", "pruning.strategy=middle"], [0, 11]),
+        (["pruning.keep=6", "pruning.strategy=bottom"], [6, 7, 8, 9, 10, 11]),
+        (["pruning=unpruned"], list(range(12))),
+        (["pruning.layers=[0,3,11]"], [0, 3, 11]),
+        (["base_model=minilm_l6", "pruning.keep=2", "pruning.strategy=bottom"], [4, 5]),
+    ],
+)
+def test_overrides_select_layers(overrides, kept):
+    cfg, _ = compose(overrides)
+    assert plan(cfg) == kept
+
+
+@pytest.mark.parametrize("name", ["muril", "mahabert_v2", "mahabert_small", "mahabert_smaller",
+                                  "bert_base", "mpnet_base", "minilm_l6", "e5_small"])
+def test_every_base_model_option_composes(name):
+    cfg, _ = compose([f"base_model={name}"])
+    assert cfg.base_model.name == name
+    assert cfg.base_model.num_layers in (2, 6, 12)
+
+
+@pytest.mark.parametrize("phase", ["none", "nli", "sts", "nli_sts"])
+def test_phase_options(phase):
+    cfg, _ = compose([f"phase={phase}"])
+    assert (cfg.phase.nli is not None) == ("nli" in phase)
+    assert (cfg.phase.sts is not None) == ("sts" in phase)
+
+
+def test_stage_budgets_are_overridable():
+    cfg, _ = compose(["phase.nli.max_pairs=10", "phase.nli.epochs=2", "phase.sts.batch_size=8",
+                      "phase.sts.lr=1e-4", "phase.sts.max_pairs=null"])
+    assert (cfg.phase.nli.max_pairs, cfg.phase.nli.epochs) == (10, 2)
+    assert (cfg.phase.sts.batch_size, cfg.phase.sts.lr, cfg.phase.sts.max_pairs) == (8, 1e-4, None)
+
+
+def test_paper_preset_sets_full_budgets():
+    cfg, _ = compose(["experiment=paper"])
+    assert cfg.phase.nli.max_pairs is None and cfg.phase.nli.epochs == 1
+    assert cfg.phase.sts.max_pairs is None and cfg.phase.sts.epochs == 4
+    assert cfg.eval.nli_test_max_pairs is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pruning.keep=13"], "pruning.keep=13 is out of range: the base model has 12 layers"),
+        (["base_model=minilm_l6", "pruning.keep=12"], "the base model has 6 layers"),
+        (["phase.nli.max_pairs=0"], "phase.nli.max_pairs=0 is invalid: it must be at least 1"),
+        (["phase.sts.lr=0"], "phase.sts.lr=0.0 is invalid: it must be positive"),
+        (["dataset.nli_train=null"], "phase=nli_sts has an nli stage but dataset=snli_stsb has "
+                                     "no nli_train split"),
+    ],
+)
+def test_plan_rejects(overrides, message):
+    cfg, _ = compose(overrides)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan(cfg)
+
+
+def _cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sbert_exp.train", *overrides,
+         f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}", f"hydra.run.dir={cwd / 'out'}"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("pruning.strategy=middel",
+         "error: pruning.strategy=middel: Invalid value 'middel', expected one of "
+         "[top, middle, bottom]"),
+        ("pruning.keep=0",
+         "error: pruning.keep=0 is out of range: the base model has 12 layers, choose "
+         "pruning.keep between 1 and 12 (base_model=e5_small)"),
+        ("pruning.keep=13",
+         "error: pruning.keep=13 is out of range: the base model has 12 layers, choose "
+         "pruning.keep between 1 and 12 (base_model=e5_small)"),
+        ("pruning.layers=[0,0]",
+         "error: pruning.layers=[0, 0] repeats layer 0: list each kept layer once "
+         "(base_model=e5_small)"),
+        ("pruning.kep=2",
+         "error: pruning.kep is not a setting: pruning has keep, strategy, layers"),
+        ("base_model=muril_large",
+         "error: base_model=muril_large is not an option: choose one of bert_base, e5_small, "
+         "mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, muril"),
+        ("phase=nli phase.sts.max_pairs=5",
+         "error: phase.sts.max_pairs cannot be set: phase.sts is null in this config (e.g. "
+         "phase=nli has no sts stage); choose an option that defines phase.sts, or drop the "
+         "override"),
+        ("pruning.keep=two",
+         "error: pruning.keep=two: Value 'two' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_bad_override_ends_in_one_line_and_leaves_nothing(override, line, tmp_path):
+    proc = _cli(*override.split(), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [line]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # Nothing written: no MLflow store, no job folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
