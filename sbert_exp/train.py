@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sbert_exp.errors import UserError
+from sbert_exp.errors import ConfigError, UserError
 from sbert_exp.schema import TrainConfig, register_configs
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,14 @@ def main(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    train_cfg: TrainConfig = OmegaConf.to_object(cfg)
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
     tags = {"overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set: add {missing[0]}=... "
+                              "to the command")
+        train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
         metrics = run_job(train_cfg, output_dir, params, tags)
     except UserError as e:
         _remove_unfinished(output_dir)

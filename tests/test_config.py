@@ -92,8 +92,8 @@ def test_plan_rejects(overrides, message):
         plan(cfg)
 
 
-def _cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_vars}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", "sbert_exp.train", *overrides,
@@ -137,3 +137,41 @@ def test_bad_override_ends_in_one_line_and_leaves_nothing(override, line, tmp_pa
     assert "Traceback" not in proc.stdout + proc.stderr
     # Nothing written: no MLflow store, no job folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_missing_required_setting_ends_in_one_line(tmp_path):
+    proc = _cli("dataset=local_files", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: dataset.nli_train.location, dataset.sts_test.location, "
+        "dataset.sts_train.location must be set: add dataset.nli_train.location=... "
+        "to the command"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_missing_asset_names_the_make_target(tmp_path):
+    cache = tmp_path / "empty-cache"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    proc = _cli("base_model=mpnet_base", cwd=run_dir, SBERT_EXP_CACHE=str(cache))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: asset 'mpnet_base' is missing ({cache / 'mpnet_base'}): "
+        "run `make assets-mpnet`"]
+    assert sorted(p.name for p in run_dir.iterdir()) == []
+
+
+def test_malformed_data_file_ends_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sts.tsv").write_text("sentence1\tsentence2\tscore\na cat\ta dog\tfour\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    proc = _cli("base_model=minilm_l6", "dataset=local_files", "phase=sts",
+                "dataset.nli_train=null", f"dataset.sts_train.location={data / 'sts.tsv'}",
+                f"dataset.sts_test.location={data / 'sts.tsv'}", cwd=run_dir)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {data / 'sts.tsv'} line 2: score 'four' is not a number: "
+        "check the split's label column"]
+    assert sorted(p.name for p in run_dir.iterdir()) == []
