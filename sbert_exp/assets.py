@@ -258,6 +258,7 @@ def prepare(name: str, force: bool = False) -> Path:
     final = asset.root()
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+    work.chmod(0o755)
     try:
         asset.prepare(work)
         files = {
