@@ -113,7 +113,7 @@ class DatasetConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 64
-    nli_test_max_pairs: int | None = 2000  # null: the whole NLI test split
+    nli_test_max_pairs: int | None = 1000  # null: the whole NLI test split
     speed_sentences: int = 256  # STS test sentences timed for the speedup
     speed_rounds: int = 3
 

@@ -24,7 +24,7 @@ def test_default_config_composes_to_typed_schema():
     assert cfg.base_model.source is Source.embedded
     assert cfg.pruning.keep == 6 and cfg.pruning.strategy is Strategy.top
     assert cfg.phase.name == "nli_sts"
-    assert cfg.phase.nli.max_pairs == 1024 and cfg.phase.sts.max_pairs == 768
+    assert cfg.phase.nli.max_pairs == 512 and cfg.phase.sts.max_pairs == 384
     assert cfg.dataset.sts_test.location == "stsb/test"
     assert cfg.dataset.nli_test.label_map == {"entailment": 0, "neutral": 1, "contradiction": 2}
     assert cfg.tracking.uri == "sqlite:///mlflow.db"
