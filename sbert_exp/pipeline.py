@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from sbert_exp import evaluation, modeling, training
+from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, subsample
 from sbert_exp.errors import ConfigError
 from sbert_exp.pruning import PruningError, kept_layers
@@ -85,20 +84,6 @@ def load_data(cfg: TrainConfig) -> JobData:
     return JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test, sts_train=sts_train)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _save_model(model, target: Path) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-
-
 def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             tags: dict[str, str] | None = None) -> dict[str, float]:
     """Run one pruning experiment; returns the metrics also written to output_dir/metrics.json."""
@@ -167,9 +152,10 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
 
         # 5. Save the pruned, fine-tuned model and the metrics.
         if cfg.save_model:
-            _save_model(model, output_dir / "model")
+            with atomic_dir(output_dir / "model") as work:
+                model.save(str(work))
         record({"time/total_s": time.perf_counter() - started})
-        _write_json(output_dir / "metrics.json", metrics)
+        write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         run.log_artifact(output_dir / "metrics.json")
         run.log_artifact(output_dir / ".hydra", "hydra")
     return metrics

@@ -168,9 +168,6 @@ def test_unknown_asset_lists_the_choices():
         assets.prepare("nope")
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="bug: manifest.json hashes override the pinned SHA-256 constants "
-                   "in assets.expected_hashes")
 def test_manifest_cannot_override_pinned_hashes(stsb_copy: Path):
     target = stsb_copy / "sts-test.csv"
     target.write_bytes(target.read_bytes() + b"extra line\n")

@@ -414,12 +414,9 @@ def test_file_without_usable_pairs(tmp_path: Path, name, content, skip):
         load_split(SplitConfig(location=str(path), skip_labels=skip), "sts", "dataset.sts_test")
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------------------ encodings and scales
 
 
-@pytest.mark.xfail(strict=True, raises=DataError,
-                   reason="bug: data._read_delimited opens files as utf-8, not utf-8-sig, so a "
-                   "byte-order mark sticks to the first header name")
 def test_csv_with_byte_order_mark(tmp_path: Path):
     path = tmp_path / "excel.csv"
     path.write_bytes("sentence1,sentence2,label\nA dog.,A cat.,2.5\n".encode("utf-8-sig"))
@@ -427,9 +424,6 @@ def test_csv_with_byte_order_mark(tmp_path: Path):
     assert ds.to_dict() == {"sentence1": ["A dog."], "sentence2": ["A cat."], "score": [0.5]}
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="bug: a file that is not UTF-8 raises UnicodeDecodeError (a traceback) "
-                   "instead of DataError")
 def test_file_that_is_not_utf8(tmp_path: Path):
     path = tmp_path / "latin1.tsv"
     path.write_bytes("sentence1\tsentence2\tlabel\ncafé\tthé\t1\n".encode("latin-1"))
@@ -437,8 +431,6 @@ def test_file_that_is_not_utf8(tmp_path: Path):
         load_split(SplitConfig(location=str(path)), "sts", "dataset.sts_test")
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
-                   reason="bug: score_max=0 divides by zero in data._label")
 def test_zero_score_max(tmp_path: Path):
     path = tmp_path / "sts.csv"
     path.write_text("sentence1,sentence2,label\na,b,1\n", encoding="utf-8")
@@ -488,3 +480,12 @@ def test_hub_dataset_offline_fails_fast(monkeypatch: pytest.MonkeyPatch):
             "dataset.sts_test.location=FILE")):
         load_split(cfg, "sts", "dataset.sts_test")
     assert time.monotonic() - start < 5.0
+
+
+def test_parquet_rows_are_counted_as_rows_and_nulls_named(tmp_path: Path):
+    path = tmp_path / "sts.parquet"
+    pd.DataFrame({"sentence1": ["a", "b"], "sentence2": ["c", None],
+                  "label": [1.0, 2.0]}).to_parquet(path)
+    with pytest.raises(DataError, match=pattern(f"{path} row 2: column 'sentence2' "
+                                                "(sentence2) is empty")):
+        load_split(SplitConfig(location=str(path)), "sts", "dataset.sts_test")

@@ -65,7 +65,7 @@ def test_tiny_job_writes_metrics_and_one_mlflow_run(tiny_bert, tmp_path):
                                              + on_disk["model/params_encoder"] + pooler)
     assert on_disk["speed/speedup_vs_unpruned"] > 1.0  # 3 of 12 layers
     assert (out / "model" / "modules.json").is_file()
-    assert not (out / "model.tmp").exists()
+    assert not list(out.glob(".model-*"))  # no temporary folder left
 
     client, runs = _runs(tmp_path / "mlflow.db", "tests")
     assert len(runs) == 1
