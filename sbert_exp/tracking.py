@@ -88,10 +88,9 @@ class Tracker:
         self.cfg = cfg
 
     def _client(self) -> Any:
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(self.cfg.uri)
+        # An explicit client: no process-wide active run or URI to leak between sweep jobs.
         return MlflowClient(tracking_uri=self.cfg.uri)
 
     def _experiment_id(self, client: Any) -> str:
