@@ -14,7 +14,7 @@ from torch import nn
 
 from sbert_exp import assets
 from sbert_exp.errors import AssetError, ConfigError
-from sbert_exp.schema import BaseModelConfig, Source
+from sbert_exp.schema import BaseModelConfig, Init, Source
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def model_depth(path: str) -> int:
                       "architectures with a layer stack (BERT, RoBERTa, MPNet, DistilBERT) prune")
 
 
-def load_base(base: BaseModelConfig, device: str, path: str):
+def load_base(base: BaseModelConfig, device: str, path: str, seed: int = 0):
     """Load the base encoder found at `path` (see `locate`), checking its depth first."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -95,7 +95,31 @@ def load_base(base: BaseModelConfig, device: str, path: str):
         pooling = Pooling(encoder.get_embedding_dimension(), pooling_mode=base.pooling.value)
         model = SentenceTransformer(modules=[encoder, pooling], device=device)
     model.max_seq_length = base.max_seq_length
+    if base.init is Init.random:
+        reinitialize(model, seed)
     return model
+
+
+def reinitialize(model: nn.Module, seed: int) -> None:
+    """Replace every weight of the encoder by BERT's initialisation, N(0, initializer_range).
+
+    Done by hand: transformers' own `_init_weights` skips weights it marked as loaded.
+    """
+    encoder = hf_model(model)
+    std = getattr(encoder.config, "initializer_range", 0.02)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                fresh = torch.randn(module.weight.shape, generator=generator) * std
+                module.weight.copy_(fresh)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    module.bias.zero_()
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
 
 
 def hf_model(model: nn.Module) -> nn.Module:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets import Dataset
@@ -15,8 +16,8 @@ from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, subsample
 from sbert_exp.errors import ConfigError
 from sbert_exp.pruning import PruningError, kept_layers
-from sbert_exp.schema import StageConfig, TrainConfig
-from sbert_exp.tracking import Tracker
+from sbert_exp.schema import Init, StageConfig, TrainConfig
+from sbert_exp.tracking import CONFIG_KEY_TAG, REUSED_TAG, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +85,60 @@ def load_data(cfg: TrainConfig) -> JobData:
     return JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test, sts_train=sts_train)
 
 
+def config_key(cfg: TrainConfig, kept: list[int]) -> str:
+    """A digest of everything that determines a job's result.
+
+    The kept layers stand for keep/strategy/layers, so keep=all is one key for every strategy;
+    tracking, device and saving do not change results and are left out.
+    """
+    payload = {
+        "base_model": asdict(cfg.base_model), "kept_layers": kept, "phase": asdict(cfg.phase),
+        "dataset": asdict(cfg.dataset), "eval": asdict(cfg.eval), "seed": cfg.seed,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
-            tags: dict[str, str] | None = None) -> dict[str, float]:
-    """Run one pruning experiment; returns the metrics also written to output_dir/metrics.json."""
+            tags: dict[str, str] | None = None,
+            parent_run_id: str | None = None) -> dict[str, float]:
+    """Run one pruning experiment; returns the metrics also written to output_dir/metrics.json.
+
+    A finished run with the same effective config (see `config_key`) is reused instead of
+    trained again, unless cfg.force is set.
+    """
     from transformers import set_seed
 
     started = time.perf_counter()
     # 1. Check the config, the model's assets and every data split: cheap, and before any load.
     kept = plan(cfg)
+    key = config_key(cfg, kept)
+    tracker = Tracker(cfg.tracking)
+    run_name = f"{cfg.base_model.name}-{cfg.pruning.strategy.value}-keep{len(kept)}"
+    if cfg.base_model.init is Init.random:
+        run_name += "-random"
+    tags = {**(tags or {}), CONFIG_KEY_TAG: key}
+    params = {**params, "pruning.kept_layers": ",".join(map(str, kept))}
+    previous = None if cfg.force else tracker.find_finished(key)
+    if previous is not None:
+        log.info("same config as finished run %s: reusing its results (force=true reruns)",
+                 previous.run_id)
+        with tracker.run(run_name, tags={**tags, REUSED_TAG: previous.run_id},
+                         parent_run_id=parent_run_id) as run:
+            run.log_params(params)
+            run.log_metrics(previous.metrics)
+            write_text(output_dir / "metrics.json",
+                       json.dumps(previous.metrics, indent=2, sort_keys=True))
+            run.log_artifact(output_dir / "metrics.json")
+        return previous.metrics
     device = modeling.resolve_device(cfg.device)
     model_path = modeling.locate(cfg.base_model)
     data = load_data(cfg)
     prefix, bs = cfg.base_model.prefix, cfg.eval.batch_size
     set_seed(cfg.seed)
 
-    tracker = Tracker(cfg.tracking)
-    run_name = f"{cfg.base_model.name}-{cfg.pruning.strategy.value}-keep{len(kept)}"
-    with tracker.run(run_name, tags=tags) as run:
-        run.log_params({**params, "pruning.kept_layers": ",".join(map(str, kept))})
+    with tracker.run(run_name, tags=tags, parent_run_id=parent_run_id) as run:
+        run.log_params(params)
         metrics: dict[str, float] = {}
 
         def record(new: dict[str, float], step: int = 0) -> None:
@@ -111,7 +148,7 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
                 log.info("%s = %.4f", key, value)
 
         # 2. Load the base model; time it whole and pruned on the same sentences.
-        model = modeling.load_base(cfg.base_model, device, model_path)
+        model = modeling.load_base(cfg.base_model, device, model_path, cfg.seed)
         sentences = list(dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]]))
         sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
         speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)

@@ -25,6 +25,13 @@ class Pooling(StrEnum):
     max = "max"
 
 
+class Init(StrEnum):
+    """The base model's weights: as pretrained, or random (the from-scratch control)."""
+
+    pretrained = "pretrained"
+    random = "random"
+
+
 class FileFormat(StrEnum):
     csv = "csv"
     tsv = "tsv"
@@ -46,6 +53,8 @@ class BaseModelConfig:
     pooling: Pooling = Pooling.mean
     max_seq_length: int = 128
     revision: str | None = None  # hub only
+    # random: same architecture and tokenizer, freshly initialised weights (seeded)
+    init: Init = Init.pretrained
 
 
 @dataclass
@@ -136,6 +145,8 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     save_model: bool = True
+    # Rerun a job even when a finished run with the same effective config exists.
+    force: bool = False
 
 
 def register_configs() -> None:

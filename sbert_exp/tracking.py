@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,10 @@ from sbert_exp.schema import TrackingConfig
 log = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "sbert_exp.sweep"
+CONFIG_KEY_TAG = "sbert_exp.config_key"
+REUSED_TAG = "sbert_exp.reused_from"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -97,18 +104,26 @@ class Tracker:
         found = client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
             return found.experiment_id
-        return client.create_experiment(self.cfg.experiment,
-                                        artifact_location=artifact_root(self.cfg.uri))
+        # Parallel jobs may all find no experiment; one creates it, the others wait and reuse.
+        with _experiment_lock(self.cfg.uri, self.cfg.experiment):
+            found = client.get_experiment_by_name(self.cfg.experiment)
+            if found is not None:
+                return found.experiment_id
+            return client.create_experiment(self.cfg.experiment,
+                                            artifact_location=artifact_root(self.cfg.uri))
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[Run]:
+    def run(self, name: str, tags: Mapping[str, str] | None = None,
+            parent_run_id: str | None = None) -> Iterator[Run]:
         """A run that ends FINISHED, or FAILED with the error as a tag when the block raises."""
         if not self.cfg.enabled:
             yield Run(None, None)
             return
         client = self._client()
-        created = client.create_run(self._experiment_id(client), run_name=name,
-                                    tags=dict(tags or {}))
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id  # how MLflow nests a child under its parent
+        created = client.create_run(self._experiment_id(client), run_name=name, tags=all_tags)
         run = Run(client, created.info.run_id)
         log.info("MLflow run %s (%s) in %s", name, run.run_id, self.cfg.uri)
         try:
@@ -118,3 +133,61 @@ class Tracker:
             client.set_terminated(run.run_id, status="FAILED")
             raise
         client.set_terminated(run.run_id, status="FINISHED")
+
+    def start_parent(self, name: str, tags: Mapping[str, str]) -> str | None:
+        """Open the parent run of a sweep; it stays RUNNING until `end_parent`."""
+        if not self.cfg.enabled:
+            return None
+        client = self._client()
+        created = client.create_run(self._experiment_id(client), run_name=name,
+                                    tags={**tags, SWEEP_TAG: "parent"})
+        return created.info.run_id
+
+    def end_parent(self, run_id: str | None, failed: Sequence[str]) -> None:
+        if run_id is None:
+            return
+        client = self._client()
+        if failed:
+            client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def find_finished(self, config_key: str) -> FinishedRun | None:
+        """The earliest FINISHED job run with this config key, or None."""
+        if not self.cfg.enabled:
+            return None
+        client = self._client()
+        found = client.get_experiment_by_name(self.cfg.experiment)
+        if found is None:
+            return None
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{CONFIG_KEY_TAG}` = '{config_key}' "
+                          "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"], max_results=1,
+        )
+        if not runs:
+            return None
+        run = runs[0]
+        origin = run.data.tags.get(REUSED_TAG, run.info.run_id)
+        return FinishedRun(run_id=origin, metrics=dict(run.data.metrics))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    run_id: str
+    metrics: dict[str, float]
+
+
+@contextlib.contextmanager
+def _experiment_lock(uri: str, experiment: str) -> Iterator[None]:
+    """A file lock beside a SQLite store (or in the temp dir for servers) for one experiment."""
+    from filelock import FileLock
+
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        folder = Path(uri[len(prefix):]).expanduser().resolve().parent
+    else:
+        folder = Path(tempfile.gettempdir())
+    digest = hashlib.sha256(f"{uri}|{experiment}".encode()).hexdigest()[:16]
+    with FileLock(str(folder / f".sbert_exp-{digest}.lock"), timeout=120):
+        yield

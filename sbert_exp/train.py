@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sbert_exp.errors import ConfigError, UserError
 from sbert_exp.schema import TrainConfig, register_configs
+from sbert_exp.sweeper import read_sweep_file
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -29,6 +31,9 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     tags = {"overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    parent = read_sweep_file(Path(hydra_cfg.sweep.dir)).get("parent_run_id") if multirun else None
+    params: dict[str, str] = {}
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -36,15 +41,30 @@ def main(cfg: DictConfig) -> float:
                               "to the command")
         train_cfg: TrainConfig = OmegaConf.to_object(cfg)
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        metrics = run_job(train_cfg, output_dir, params, tags)
+        metrics = run_job(train_cfg, output_dir, params, tags, parent_run_id=parent)
     except UserError as e:
         _remove_unfinished(output_dir)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if multirun:
             log.error("%s", e)  # the sweep goes on; this job's log says why it failed
+            _record_failed_job(cfg, hydra_cfg.job.num, params, tags, parent, e)
             raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     return metrics["sts_test/spearman_cosine"]
+
+
+def _record_failed_job(cfg: DictConfig, num: int, params: dict[str, str], tags: dict[str, str],
+                       parent: str | None, error: UserError) -> None:
+    """In a sweep, a job stopped by its checks still gets a FAILED child run saying why."""
+    from sbert_exp.schema import TrackingConfig
+    from sbert_exp.tracking import Tracker
+
+    with contextlib.suppress(Exception):  # the tracking config itself may be what is wrong
+        tracking = TrackingConfig(**OmegaConf.to_container(cfg.tracking, resolve=True))
+        with contextlib.suppress(UserError), \
+                Tracker(tracking).run(f"job {num} (failed checks)", tags, parent) as run:
+            run.log_params(params)
+            raise error
 
 
 def _remove_unfinished(output_dir: Path) -> None:

@@ -132,3 +132,26 @@ def test_hub_model_loads_from_the_local_cache(tiny_bert, tmp_path, monkeypatch):
     assert path == str(snapshot)
     model = modeling.load_base(base, "cpu", path)
     assert modeling.num_layers(model) == 12
+
+
+def test_random_init_keeps_architecture_and_replaces_weights(tiny_bert):
+    import dataclasses
+
+    from sbert_exp.schema import Init
+
+    base = _base(tiny_bert)
+    pretrained = modeling.load_base(base, "cpu", modeling.locate(base))
+    scratch = dataclasses.replace(base, init=Init.random)
+    a = modeling.load_base(scratch, "cpu", modeling.locate(base), seed=1)
+    b = modeling.load_base(scratch, "cpu", modeling.locate(base), seed=1)
+    c = modeling.load_base(scratch, "cpu", modeling.locate(base), seed=2)
+    assert modeling.param_counts(a) == modeling.param_counts(pretrained)
+    w = {n: p for n, p in modeling.hf_model(a).named_parameters()}
+    w_pre = dict(modeling.hf_model(pretrained).named_parameters())
+    w_b = dict(modeling.hf_model(b).named_parameters())
+    w_c = dict(modeling.hf_model(c).named_parameters())
+    name = "encoder.layer.3.attention.self.query.weight"
+    assert not torch.equal(w[name], w_pre[name])  # new weights
+    assert torch.equal(w[name], w_b[name])  # seeded
+    assert not torch.equal(w[name], w_c[name])
+    assert float(w[name].std()) == pytest.approx(0.02, rel=0.15)  # BERT's initializer_range

@@ -110,26 +110,91 @@ def test_phase_none_logs_no_training_metrics(tiny_bert, tmp_path):
     assert not (tmp_path / "job" / "model").exists()
 
 
-def test_multirun_sweep_runs_every_job(tiny_bert, tmp_path):
-    overrides = tiny_overrides(tiny_bert, tmp_path, phase="sts")
+def _sweep(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sbert_exp.train", "-m", "pruning.keep=1,3",
-         "pruning.strategy=top,bottom", *overrides, "phase.sts.max_pairs=16",
-         "save_model=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sbert_exp.train", "-m", *overrides, "save_model=false",
+         f"hydra.sweep.dir={tmp_path / name}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
+
+
+def _by_parent(runs):
+    parents = [r for r in runs if r.data.tags.get("sbert_exp.sweep") == "parent"]
+    children = {p.info.run_id: [r for r in runs
+                                if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+                for p in parents}
+    return parents, children
+
+
+def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
+    overrides = [*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "phase.sts.max_pairs=16",
+                 "pruning.keep=1,12", "pruning.strategy=top,bottom"]
+    proc = _sweep(tmp_path, "sweep", *overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert jobs == ["0_tiny_bert_top_keep1", "1_tiny_bert_bottom_keep1",
-                    "2_tiny_bert_top_keep3", "3_tiny_bert_bottom_keep3"]
+                    "2_tiny_bert_top_keep12", "3_tiny_bert_bottom_keep12"]
     for job in jobs:
         metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
-        assert metrics["model/num_layers"] == int(job[-1])
+        assert metrics["model/num_layers"] == int(job.rsplit("keep", 1)[1])
+    sweep_file = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+
     _, runs = _runs(tmp_path / "mlflow.db", "tests")
-    kept = sorted(r.data.params["pruning.kept_layers"] for r in runs)
-    assert kept == ["0", "0,1,2", "11", "9,10,11"]
-    assert {r.info.status for r in runs} == {"FINISHED"}
+    parents, children = _by_parent(runs)
+    assert [p.info.run_id for p in parents] == [sweep_file["parent_run_id"]]
+    assert parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["overrides"].startswith("phase=sts")
+    kids = children[sweep_file["parent_run_id"]]
+    assert len(kids) == 4 and len(runs) == 5  # every job is a child of the one parent
+    assert sorted(r.data.params["pruning.kept_layers"] for r in kids) == [
+        "0", "0,1,2,3,4,5,6,7,8,9,10,11", "0,1,2,3,4,5,6,7,8,9,10,11", "11"]
+    # keep=12 is one model for every strategy: trained once, the other job reuses it.
+    full = [r for r in kids if r.data.params["pruning.keep"] == "12"]
+    reused = [r for r in full if "sbert_exp.reused_from" in r.data.tags]
+    trained = [r for r in full if "sbert_exp.reused_from" not in r.data.tags]
+    assert len(reused) == 1 and len(trained) == 1
+    assert reused[0].data.tags["sbert_exp.reused_from"] == trained[0].info.run_id
+    assert reused[0].data.metrics == trained[0].data.metrics
+    assert "train_sts/seconds" in reused[0].data.metrics
+
+    # Rerunning the same sweep trains nothing: every job reuses a finished run.
+    again = _sweep(tmp_path, "sweep2", *overrides)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (again.stdout + again.stderr).count("reusing its results") == 4
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    second = json.loads((tmp_path / "sweep2" / "sweep.json").read_text())["parent_run_id"]
+    assert len(parents) == 2 and len(children[second]) == 4
+    assert all("sbert_exp.reused_from" in r.data.tags for r in children[second])
+
+    # force=true trains again.
+    forced = _sweep(tmp_path, "sweep3", *[o for o in overrides if "strategy" not in o],
+                    "pruning.keep=1", "force=true")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "reusing its results" not in forced.stdout + forced.stderr
+
+
+def test_failed_job_does_not_stop_the_sweep(tiny_bert, tmp_path):
+    proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="none"),
+                  "pruning.keep=13,2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: 1 of 2 jobs failed: #0 pruning.keep=13: pruning.keep=13 is out of range: the "
+        "base model has 12 layers, choose pruning.keep between 1 and 12 (base_model=tiny_bert)")
+    assert "Traceback" not in proc.stderr
+    assert json.loads((tmp_path / "sweep" / "1_tiny_bert_top_keep2" / "metrics.json")
+                      .read_text())["model/num_layers"] == 2
+    assert not (tmp_path / "sweep" / "0_tiny_bert_top_keep13").exists()
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    assert parents[0].info.status == "FAILED"
+    assert parents[0].data.tags["failed_jobs"].startswith("#0 pruning.keep=13: ")
+    statuses = sorted((r.info.status, r.data.tags.get("error", "")[:40])
+                      for r in children[parents[0].info.run_id])
+    assert statuses == [("FAILED", "ConfigError: pruning.keep=13 is out of r"),
+                        ("FINISHED", "")]
 
 
 @pytest.mark.slow
