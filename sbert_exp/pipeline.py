@@ -119,6 +119,9 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
         run_name += "-random"
     tags = {**(tags or {}), CONFIG_KEY_TAG: key}
     params = {**params, "pruning.kept_layers": ",".join(map(str, kept))}
+    device = modeling.resolve_device(cfg.device)
+    model_path = modeling.locate(cfg.base_model)
+    data = load_data(cfg)
     previous = None if cfg.force else tracker.find_finished(key)
     if previous is not None:
         log.info("same config as finished run %s: reusing its results (force=true reruns)",
@@ -131,9 +134,6 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
                        json.dumps(previous.metrics, indent=2, sort_keys=True))
             run.log_artifact(output_dir / "metrics.json")
         return previous.metrics
-    device = modeling.resolve_device(cfg.device)
-    model_path = modeling.locate(cfg.base_model)
-    data = load_data(cfg)
     prefix, bs = cfg.base_model.prefix, cfg.eval.batch_size
     set_seed(cfg.seed)
 
@@ -144,8 +144,8 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
         def record(new: dict[str, float], step: int = 0) -> None:
             metrics.update(new)
             run.log_metrics(new, step=step)
-            for key, value in new.items():
-                log.info("%s = %.4f", key, value)
+            for name, value in new.items():
+                log.info("%s = %.4f", name, value)
 
         # 2. Load the base model; time it whole and pruned on the same sentences.
         model = modeling.load_base(cfg.base_model, device, model_path, cfg.seed)

@@ -100,6 +100,13 @@ class Tracker:
         # An explicit client: no process-wide active run or URI to leak between sweep jobs.
         return MlflowClient(tracking_uri=self.cfg.uri)
 
+    def _store_exists(self) -> bool:
+        """False for a SQLite store not created yet: a lookup must not create it."""
+        prefix = "sqlite:///"
+        if self.cfg.uri.startswith(prefix):
+            return Path(self.cfg.uri[len(prefix):]).expanduser().is_file()
+        return True
+
     def _experiment_id(self, client: Any) -> str:
         found = client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
@@ -153,7 +160,7 @@ class Tracker:
 
     def find_finished(self, config_key: str) -> FinishedRun | None:
         """The earliest FINISHED job run with this config key, or None."""
-        if not self.cfg.enabled:
+        if not self.cfg.enabled or not self._store_exists():
             return None
         client = self._client()
         found = client.get_experiment_by_name(self.cfg.experiment)
