@@ -10,7 +10,7 @@ UI_PORT ?= 5000
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install assets assets-mpnet sweep train test test-fast lint ui clean
+.PHONY: help install assets assets-mpnet sweep report train test test-fast lint ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ assets-mpnet: $(INSTALLED) ## Prepare the optional mpnet_base model (about 400 M
 
 sweep: assets ## Default sweep: keep 2,6,12 x strategy top,middle,bottom on e5_small
 	$(PY) -m sbert_exp.train -m pruning.keep=2,6,12 pruning.strategy=top,middle,bottom
+
+report: $(INSTALLED) ## Table (CSV, Markdown) and plots of the latest sweep, from MLflow
+	$(PY) -m sbert_exp.report
 
 train: assets ## One job with the default config (override with ARGS="pruning.keep=2")
 	$(PY) -m sbert_exp.train $(ARGS)

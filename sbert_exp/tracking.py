@@ -179,6 +179,27 @@ class Tracker:
         return FinishedRun(run_id=origin, metrics=dict(run.data.metrics))
 
 
+def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
+    """Every job run under a sweep's parent: id, status, params, metrics and tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    return [{"run_id": r.info.run_id, "status": r.info.status, "params": dict(r.data.params),
+             "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]
+
+
+def log_artifacts(uri: str, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
 @dataclass(frozen=True)
 class FinishedRun:
     run_id: str
