@@ -121,7 +121,16 @@ def _one_line(error: BaseException) -> str | None:
         return f"cannot parse override {first.override!r}: {reason}"
     if isinstance(first, ConfigCompositionException | OmegaConfBaseException):
         return str(first).strip().splitlines()[0]
+    if isinstance(first, ValueError) and _raised_by_hydra(first):
+        return str(first).strip().splitlines()[0]  # command-line usage, e.g. -m with --cfg
     return None
+
+
+def _raised_by_hydra(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _override_below_null(error: AssertionError) -> str:

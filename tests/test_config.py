@@ -47,7 +47,8 @@ def test_overrides_select_layers(overrides, kept):
 
 
 @pytest.mark.parametrize("name", ["muril", "mahabert_v2", "mahabert_small", "mahabert_smaller",
-                                  "bert_base", "mpnet_base", "minilm_l6", "e5_small"])
+                                  "hindbert_v2", "bert_base", "mpnet_base", "minilm_l6",
+                                  "e5_small"])
 def test_every_base_model_option_composes(name):
     cfg, _ = compose([f"base_model={name}"])
     assert cfg.base_model.name == name
@@ -121,7 +122,11 @@ def _cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedPro
          "error: pruning.kep is not a setting: pruning has keep, strategy, layers"),
         ("base_model=muril_large",
          "error: base_model=muril_large is not an option: choose one of bert_base, e5_small, "
-         "mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, muril"),
+         "hindbert_v2, mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, "
+         "muril"),
+        ("-m --cfg job",
+         "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be "
+         "specified"),
         ("phase=nli phase.sts.max_pairs=5",
          "error: phase.sts.max_pairs cannot be set: phase.sts is null in this config (e.g. "
          "phase=nli has no sts stage); choose an option that defines phase.sts, or drop the "
