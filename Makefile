@@ -7,13 +7,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 UI_PORT ?= 5000
+MLFLOW_BACKEND ?= sqlite:///mlflow.db
+MLFLOW_HOST ?= 127.0.0.1
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install assets assets-mpnet sweep report train test test-fast lint ui clean
+.PHONY: help install assets assets-mpnet sweep report train test test-fast lint ui mlflow-server clean
 
 help: ## Show the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +50,9 @@ lint: $(INSTALLED) ## Check style with ruff
 
 ui: $(INSTALLED) ## Serve the MLflow UI over mlflow.db on http://127.0.0.1:5000 (UI_PORT=...)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+mlflow-server: $(INSTALLED) ## Shared tracking server for jobs on many machines (MLFLOW_BACKEND=postgresql://..., MLFLOW_HOST=0.0.0.0)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination ./mlartifacts --host $(MLFLOW_HOST) --port $(UI_PORT) --workers 2
 
 clean: ## Remove outputs, sweeps and the MLflow store (keeps .venv and prepared assets)
 	rm -rf outputs multirun/*/ mlflow.db mlartifacts .pytest_cache

@@ -116,8 +116,15 @@ class Tracker:
             found = client.get_experiment_by_name(self.cfg.experiment)
             if found is not None:
                 return found.experiment_id
-            return client.create_experiment(self.cfg.experiment,
-                                            artifact_location=artifact_root(self.cfg.uri))
+            try:
+                return client.create_experiment(self.cfg.experiment,
+                                                artifact_location=artifact_root(self.cfg.uri))
+            except Exception:
+                # Jobs on other machines do not share our lock: one of them won the race.
+                found = client.get_experiment_by_name(self.cfg.experiment)
+                if found is None:
+                    raise
+                return found.experiment_id
 
     @contextlib.contextmanager
     def run(self, name: str, tags: Mapping[str, str] | None = None,
