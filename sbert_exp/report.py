@@ -102,14 +102,7 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
         if len(full) and init == "pretrained":
             ax.axhline(full.sts_final.iloc[0], color="grey", linestyle=":",
                        label=f"{base}: unpruned")
-    ax.set_xlabel("kept layers")
-    ax.set_ylabel("STSb test Spearman (cosine)")
-    ax.set_title("Quality vs depth, by pruning strategy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, "kept layers", "Quality vs depth, by pruning strategy", paths[0])
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (base, strategy), group in df.groupby(["base", "strategy"]):
@@ -118,15 +111,22 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
             ax.annotate(f"{r.keep}L{' rnd' if r.init == 'random' else ''}",
                         (r.speedup, r.sts_final), fontsize=8, xytext=(4, 2),
                         textcoords="offset points")
-    ax.set_xlabel("encode speedup vs unpruned (x)")
+    _finish(fig, ax, "encode speedup vs unpruned (x)", "Quality vs speed (labels: kept layers)",
+            paths[1])
+    return paths
+
+
+def _finish(fig, ax, xlabel: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("STSb test Spearman (cosine)")
-    ax.set_title("Quality vs speed (labels: kept layers)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
 
 
 def write_report(sweep_dir: Path) -> list[Path]:
