@@ -30,8 +30,8 @@ assets: $(INSTALLED) ## Prepare the embedded models and data (checked by SHA-256
 assets-mpnet: $(INSTALLED) ## Prepare the optional mpnet_base model (about 400 MB)
 	$(PY) -m sbert_exp.assets prepare mpnet_base
 
-sweep: assets ## Default sweep: keep 2,6,12 x strategy top,middle,bottom on e5_small
-	$(PY) -m sbert_exp.train -m pruning.keep=2,6,12 pruning.strategy=top,middle,bottom
+sweep: assets ## Default sweep: keep 2,6,12 x strategy top,middle,bottom on e5_small (more: ARGS="...")
+	$(PY) -m sbert_exp.train -m pruning.keep=2,6,12 pruning.strategy=top,middle,bottom $(ARGS)
 
 report: $(INSTALLED) ## Table (CSV, Markdown) and plots of the latest sweep, from MLflow
 	$(PY) -m sbert_exp.report

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from sbert_exp.data import load_split, subsample
 from sbert_exp.errors import ConfigError
 from sbert_exp.pruning import PruningError, kept_layers
 from sbert_exp.schema import Init, StageConfig, TrainConfig
-from sbert_exp.tracking import CONFIG_KEY_TAG, REUSED_TAG, Tracker
+from sbert_exp.tracking import CONFIG_KEY_TAG, REUSED_TAG, Run, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +102,15 @@ def config_key(cfg: TrainConfig, kept: list[int]) -> str:
 
 
 def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
-            tags: dict[str, str] | None = None,
-            parent_run_id: str | None = None) -> dict[str, float]:
+            tags: dict[str, str] | None = None, parent_run_id: str | None = None,
+            lock_dir: Path | None = None) -> dict[str, float]:
     """Run one pruning experiment; returns the metrics also written to output_dir/metrics.json.
 
     A finished run with the same effective config (see `config_key`) is reused instead of
-    trained again, unless cfg.force is set.
+    trained again; with cfg.force only a run of this sweep (`parent_run_id`) is. Jobs given a
+    `lock_dir` (a sweep's folder) take the config's lock first, so parallel jobs with one config
+    train it once: the others wait, then reuse.
     """
-    from transformers import set_seed
-
     started = time.perf_counter()
     # 1. Check the config, the model's assets and every data split: cheap, and before any load.
     kept = plan(cfg)
@@ -122,77 +124,110 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
     device = modeling.resolve_device(cfg.device)
     model_path = modeling.locate(cfg.base_model)
     data = load_data(cfg)
-    previous = None if cfg.force else tracker.find_finished(key)
-    if previous is not None:
-        log.info("same config as finished run %s: reusing its results (force=true reruns)",
-                 previous.run_id)
-        with tracker.run(run_name, tags={**tags, REUSED_TAG: previous.run_id},
-                         parent_run_id=parent_run_id) as run:
+    with _config_lock(lock_dir, key):
+        if cfg.force and parent_run_id is None:
+            previous = None
+        else:
+            previous = tracker.find_finished(key, parent_run_id if cfg.force else None)
+        if previous is not None:
+            log.info("same config as finished run %s: reusing its results (force=true reruns)",
+                     previous.run_id)
+            with tracker.run(run_name, tags={**tags, REUSED_TAG: previous.run_id},
+                             parent_run_id=parent_run_id) as run:
+                run.log_params(params)
+                run.log_metrics(previous.metrics)
+                write_text(output_dir / "metrics.json",
+                           json.dumps(previous.metrics, indent=2, sort_keys=True))
+                run.log_artifact(output_dir / "metrics.json")
+            return previous.metrics
+        with tracker.run(run_name, tags=tags, parent_run_id=parent_run_id) as run:
             run.log_params(params)
-            run.log_metrics(previous.metrics)
-            write_text(output_dir / "metrics.json",
-                       json.dumps(previous.metrics, indent=2, sort_keys=True))
-            run.log_artifact(output_dir / "metrics.json")
-        return previous.metrics
+            return _train_and_evaluate(cfg, kept, data, device, model_path, output_dir, run,
+                                       started)
+
+
+@contextlib.contextmanager
+def _config_lock(lock_dir: Path | None, key: str) -> Iterator[None]:
+    """Hold the lock of one config key in lock_dir (no lock when lock_dir is None)."""
+    if lock_dir is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_dir / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("a job with the same config is running: waiting to reuse its result")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device: str,
+                        model_path: str, output_dir: Path, run: Run,
+                        started: float) -> dict[str, float]:
+    from transformers import set_seed
+
     prefix, bs = cfg.base_model.prefix, cfg.eval.batch_size
     set_seed(cfg.seed)
+    metrics: dict[str, float] = {}
 
-    with tracker.run(run_name, tags=tags, parent_run_id=parent_run_id) as run:
-        run.log_params(params)
-        metrics: dict[str, float] = {}
+    def record(new: dict[str, float], step: int = 0) -> None:
+        metrics.update(new)
+        run.log_metrics(new, step=step)
+        for name, value in new.items():
+            log.info("%s = %.4f", name, value)
 
-        def record(new: dict[str, float], step: int = 0) -> None:
-            metrics.update(new)
-            run.log_metrics(new, step=step)
-            for name, value in new.items():
-                log.info("%s = %.4f", name, value)
+    # 2. Load the base model; time it whole and pruned on the same sentences.
+    model = modeling.load_base(cfg.base_model, device, model_path, cfg.seed)
+    sentences = list(dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]]))
+    sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
+    speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
+    record({f"speed/{k}": v for k, v in speed.items()})
 
-        # 2. Load the base model; time it whole and pruned on the same sentences.
-        model = modeling.load_base(cfg.base_model, device, model_path, cfg.seed)
-        sentences = list(dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]]))
-        sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
-        speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
-        record({f"speed/{k}": v for k, v in speed.items()})
+    # 3. Prune in place.
+    modeling.prune(model, kept)
+    counts = modeling.param_counts(model)
+    record({
+        "model/num_layers": float(len(kept)),
+        "model/params_total": float(counts.total),
+        "model/params_embeddings": float(counts.embeddings),
+        "model/params_encoder": float(counts.encoder),
+        "model/size_mb": counts.size_mb,
+    })
 
-        # 3. Prune in place.
-        modeling.prune(model, kept)
-        counts = modeling.param_counts(model)
-        record({
-            "model/num_layers": float(len(kept)),
-            "model/params_total": float(counts.total),
-            "model/params_embeddings": float(counts.embeddings),
-            "model/params_encoder": float(counts.encoder),
-            "model/size_mb": counts.size_mb,
-        })
+    # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
+    def eval_sts(tag: str, step: int) -> None:
+        scores = evaluation.sts_scores(model, data.sts_test, prefix, bs)
+        record({f"{tag}/sts_test/{k}": v for k, v in scores.items()})
+        # The unprefixed name always holds the latest score; its history has one
+        # step per evaluation (0 before training, then one per stage).
+        record({f"sts_test/{k}": v for k, v in scores.items()}, step=step)
 
-        # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
-        def eval_sts(tag: str, step: int) -> None:
-            scores = evaluation.sts_scores(model, data.sts_test, prefix, bs)
-            record({f"{tag}/sts_test/{k}": v for k, v in scores.items()})
-            # The unprefixed name always holds the latest score; its history has one
-            # step per evaluation (0 before training, then one per stage).
-            record({f"sts_test/{k}": v for k, v in scores.items()}, step=step)
+    eval_sts("before", 0)
+    if cfg.phase.nli is not None:
+        classifier, result = training.train_nli(model, data.nli_train, cfg.phase.nli,
+                                                cfg.dataset.num_labels, prefix, cfg.seed)
+        record(result.metrics("nli"))
+        if data.nli_test is not None:
+            acc = evaluation.nli_accuracy(model, classifier, data.nli_test, prefix, bs)
+            record({f"nli_test/{k}": v for k, v in acc.items()})
+        eval_sts("after_nli", 1)
+    if cfg.phase.sts is not None:
+        result = training.train_sts(model, data.sts_train, cfg.phase.sts, prefix, cfg.seed)
+        record(result.metrics("sts"))
+        eval_sts("after_sts", 2)
 
-        eval_sts("before", 0)
-        if cfg.phase.nli is not None:
-            classifier, result = training.train_nli(model, data.nli_train, cfg.phase.nli,
-                                                    cfg.dataset.num_labels, prefix, cfg.seed)
-            record(result.metrics("nli"))
-            if data.nli_test is not None:
-                acc = evaluation.nli_accuracy(model, classifier, data.nli_test, prefix, bs)
-                record({f"nli_test/{k}": v for k, v in acc.items()})
-            eval_sts("after_nli", 1)
-        if cfg.phase.sts is not None:
-            result = training.train_sts(model, data.sts_train, cfg.phase.sts, prefix, cfg.seed)
-            record(result.metrics("sts"))
-            eval_sts("after_sts", 2)
-
-        # 5. Save the pruned, fine-tuned model and the metrics.
-        if cfg.save_model:
-            with atomic_dir(output_dir / "model") as work:
-                model.save(str(work))
-        record({"time/total_s": time.perf_counter() - started})
-        write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-        run.log_artifact(output_dir / "metrics.json")
-        run.log_artifact(output_dir / ".hydra", "hydra")
+    # 5. Save the pruned, fine-tuned model and the metrics.
+    if cfg.save_model:
+        with atomic_dir(output_dir / "model") as work:
+            model.save(str(work))
+    record({"time/total_s": time.perf_counter() - started})
+    write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    run.log_artifact(output_dir / "metrics.json")
+    run.log_artifact(output_dir / ".hydra", "hydra")
     return metrics

@@ -81,6 +81,7 @@ class TrackedSweeper(Sweeper):
         returns: list[list[JobReturn]] = []
         failed: list[str] = []
         initial_job_idx = 0
+        finished = False
         try:
             while not basic.is_done():
                 batch = basic.get_job_batch()
@@ -97,8 +98,9 @@ class TrackedSweeper(Sweeper):
                         failed.append(line)
                 initial_job_idx += len(batch)
                 returns.append(results)
+            finished = True
         finally:
-            tracker.end_parent(parent, failed or ([] if returns else ["sweep interrupted"]))
+            tracker.end_parent(parent, failed or ([] if finished else ["sweep interrupted"]))
         if failed:
             raise SweepFailed(f"{len(failed)} of {initial_job_idx} jobs failed: {failed[0]}"
                               + (f" (and {len(failed) - 1} more, listed above)"

@@ -165,8 +165,9 @@ class Tracker:
             client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
         client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
-    def find_finished(self, config_key: str) -> FinishedRun | None:
-        """The earliest FINISHED job run with this config key, or None."""
+    def find_finished(self, config_key: str,
+                      parent_run_id: str | None = None) -> FinishedRun | None:
+        """The earliest FINISHED job run with this config key (under this parent, if given)."""
         if not self.cfg.enabled or not self._store_exists():
             return None
         client = self._client()
@@ -176,7 +177,9 @@ class Tracker:
         runs = client.search_runs(
             [found.experiment_id],
             filter_string=f"tags.`{CONFIG_KEY_TAG}` = '{config_key}' "
-                          "and attributes.status = 'FINISHED'",
+                          "and attributes.status = 'FINISHED'"
+                          + (f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+                             if parent_run_id else ""),
             order_by=["attributes.start_time ASC"], max_results=1,
         )
         if not runs:

@@ -21,9 +21,11 @@ from sbert_exp.sweeper import read_sweep_file
 
 log = logging.getLogger(__name__)
 register_configs()
+# Absolute, so the configs are found however this module is reached (`python -m`, an import).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     from sbert_exp.pipeline import run_job
     from sbert_exp.tracking import flatten
@@ -41,7 +43,11 @@ def main(cfg: DictConfig) -> float:
                               "to the command")
         train_cfg: TrainConfig = OmegaConf.to_object(cfg)
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        metrics = run_job(train_cfg, output_dir, params, tags, parent_run_id=parent)
+        # Jobs of one sweep with one config (keep=all under every strategy) take turns on a
+        # lock in the sweep folder, so that parallel launchers also train it once.
+        lock_dir = Path(hydra_cfg.sweep.dir) / ".locks" if multirun else None
+        metrics = run_job(train_cfg, output_dir, params, tags, parent_run_id=parent,
+                          lock_dir=lock_dir)
     except UserError as e:
         _remove_unfinished(output_dir)
         if multirun:
@@ -158,6 +164,10 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to finish; finished jobs are reused",
+              file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
         message = _one_line(e)
         if message is None:

@@ -133,7 +133,7 @@ def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
                  "pruning.keep=1,12", "pruning.strategy=top,bottom"]
     proc = _sweep(tmp_path, "sweep", *overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in (tmp_path / "sweep").glob("[0-9]*") if p.is_dir())
     assert jobs == ["0_tiny_bert_top_keep1", "1_tiny_bert_bottom_keep1",
                     "2_tiny_bert_top_keep12", "3_tiny_bert_bottom_keep12"]
     for job in jobs:
@@ -169,11 +169,111 @@ def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
     assert len(parents) == 2 and len(children[second]) == 4
     assert all("sbert_exp.reused_from" in r.data.tags for r in children[second])
 
-    # force=true trains again.
-    forced = _sweep(tmp_path, "sweep3", *[o for o in overrides if "strategy" not in o],
-                    "pruning.keep=1", "force=true")
+    # force=true trains again, but still once per config within the sweep.
+    forced = _sweep(tmp_path, "sweep3", *[o for o in overrides if "keep" not in o],
+                    "pruning.keep=12", "force=true")
     assert forced.returncode == 0, forced.stderr[-2000:]
-    assert "reusing its results" not in forced.stdout + forced.stderr
+    assert (forced.stdout + forced.stderr).count("reusing its results") == 1
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    third = json.loads((tmp_path / "sweep3" / "sweep.json").read_text())["parent_run_id"]
+    kids = {r.info.run_id: r for r in children[third]}
+    reused = [r for r in kids.values() if "sbert_exp.reused_from" in r.data.tags]
+    assert len(kids) == 2 and len(reused) == 1
+    assert reused[0].data.tags["sbert_exp.reused_from"] in kids  # this sweep's own run
+
+
+def test_parallel_jobs_with_one_config_train_it_once(tiny_bert, tmp_path):
+    """With the joblib launcher both keep=12 jobs start at once; the config lock makes one wait."""
+    proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="sts"),
+                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "pruning.keep=12",
+                  "pruning.strategy=top,bottom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    kids = children[parents[0].info.run_id]
+    assert len(kids) == 2 and {r.info.status for r in kids} == {"FINISHED"}
+    reused = [r for r in kids if "sbert_exp.reused_from" in r.data.tags]
+    assert len(reused) == 1
+    assert [r.info.run_id for r in kids if r not in reused] == [
+        reused[0].data.tags["sbert_exp.reused_from"]]
+    assert len(list((tmp_path / "sweep" / ".locks").glob("*.lock"))) == 1
+
+
+def test_interrupted_sweep_resumes_with_what_is_missing(tiny_bert, tmp_path):
+    import signal
+    import time
+
+    overrides = [*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "pruning.keep=1,2,3,4"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sbert_exp.train", "-m", *overrides, "save_model=false",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "sweep" / "0_tiny_bert_top_keep1" / "metrics.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "first job did not finish"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while the next job runs
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "interrupted: run the same command again to finish; finished jobs are reused")
+    done = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert 1 <= len(done) < 4
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, _ = _by_parent(runs)
+    assert parents[0].info.status == "FAILED"
+    assert parents[0].data.tags["failed_jobs"] == "sweep interrupted"
+
+    again = _sweep(tmp_path, "sweep2", *overrides)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (again.stdout + again.stderr).count("reusing its results") == len(done)
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    second = json.loads((tmp_path / "sweep2" / "sweep.json").read_text())["parent_run_id"]
+    kids = children[second]
+    assert len(kids) == 4 and {r.info.status for r in kids} == {"FINISHED"}
+    trained = [r for r in kids if "sbert_exp.reused_from" not in r.data.tags]
+    assert len(trained) == 4 - len(done)
+
+
+def test_exception_in_training_fails_only_that_job(tiny_bert, tmp_path, monkeypatch, capsys):
+    """In-process sweep (basic launcher): the first job runs out of memory, the second runs."""
+    import torch
+
+    from sbert_exp import train, training
+
+    real, calls = training.train_sts, []
+
+    def oom_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_sts", oom_once)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "train", "-m", *tiny_overrides(tiny_bert, tmp_path, phase="sts"), "pruning.keep=1,2",
+        "save_model=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        train.cli()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: 1 of 2 jobs failed: #0 pruning.keep=1: OutOfMemoryError: CUDA out of memory "
+        "(simulated)")
+    assert len(calls) == 2
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    assert parents[0].info.status == "FAILED"
+    assert parents[0].data.tags["failed_jobs"] == (
+        "#0 pruning.keep=1: OutOfMemoryError: CUDA out of memory (simulated)")
+    kids = sorted(children[parents[0].info.run_id], key=lambda r: r.data.params["pruning.keep"])
+    assert [r.info.status for r in kids] == ["FAILED", "FINISHED"]
+    assert kids[0].data.tags["error"] == "OutOfMemoryError: CUDA out of memory (simulated)"
+    assert (tmp_path / "sweep" / "1_tiny_bert_top_keep2" / "metrics.json").is_file()
 
 
 def test_failed_job_does_not_stop_the_sweep(tiny_bert, tmp_path):
