@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import compose, tiny_overrides
+from conftest import CONF, compose, tiny_overrides
 from sbert_exp.errors import DataError
 from sbert_exp.pipeline import load_data, run_job
 
@@ -63,8 +64,6 @@ def test_language_preset_sweeps_the_study_models():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from conftest import CONF
-
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         mr = hydra_compose("train", ["experiment=marathi"], return_hydra_config=True)
         hi = hydra_compose("train", ["experiment=hindi"], return_hydra_config=True)
@@ -74,6 +73,41 @@ def test_language_preset_sweeps_the_study_models():
                                        "pruning.strategy": "top,middle,bottom"}
     assert hi.hydra.sweeper.params["base_model"] == "muril,hindbert_v2"
     assert grid.hydra.sweeper.params["pruning.keep"] == "2,6,12"
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_job_of_every_preset_passes_its_checks(preset):
+    """Expand a preset's sweep as Hydra's basic sweeper does; each job must plan cleanly."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sbert_exp.pipeline import plan
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        swept = hydra_compose("train", [f"experiment={preset}"],
+                              return_hydra_config=True).hydra.sweeper.params or {}
+    grid = [[f"{key}={value}" for value in str(values).split(",")]
+            for key, values in swept.items()]
+    jobs = [list(job) for job in itertools.product(*grid)] or [[]]
+    for job in jobs:
+        cfg, _ = compose([f"experiment={preset}", *job])
+        assert len(plan(cfg)) == cfg.pruning.keep or cfg.pruning.keep is None, job
+
+
+def test_marathi_baselines_compare_equal_depth():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    for preset, small in (("marathi_baselines", "mahabert_small"),
+                          ("marathi_baselines_2", "mahabert_smaller")):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            swept = hydra_compose("train", [f"experiment={preset}"],
+                                  return_hydra_config=True).hydra.sweeper.params
+        assert swept["base_model"].split(",")[-1] == small
+        assert swept["base_model.init"] == "pretrained,random"
+        cfg, _ = compose([f"experiment={preset}", f"base_model={small}"])
+        assert cfg.base_model.num_layers == int(swept["pruning.keep"])
+        assert cfg.dataset.name == "marathi"
 
 
 def test_hub_nli_offline_names_the_local_fix(tmp_path, monkeypatch):
