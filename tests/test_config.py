@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import sbert_exp.train  # noqa: F401  (registers the schema for hydra's compose)
 from conftest import ROOT, compose
 from sbert_exp.errors import ConfigError
 from sbert_exp.pipeline import plan
@@ -29,6 +30,33 @@ def test_default_config_composes_to_typed_schema():
     assert cfg.dataset.nli_test.label_map == {"entailment": 0, "neutral": 1, "contradiction": 2}
     assert cfg.tracking.uri == "sqlite:///mlflow.db"
     assert plan(cfg) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("launcher", "settings", "target"), [
+    ("joblib", ["hydra.launcher.n_jobs=4"], "hydra_plugins.hydra_joblib_launcher.joblib_launcher"
+                                            ".JoblibLauncher"),
+    ("submitit_slurm", ["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
+                        "hydra.launcher.timeout_min=240"],
+     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("submitit_local", ["hydra.launcher.timeout_min=10"],
+     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+])
+def test_documented_launchers_compose(launcher, settings, target):
+    """The README's scale-out commands: the pinned launcher plugins take these settings."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("train", [f"hydra/launcher={launcher}", *settings, "tracking=server",
+                                      "tracking.uri=http://head:5000"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == target
+    for setting in settings:
+        key, value = setting.removeprefix("hydra.launcher.").split("=")
+        assert str(cfg.hydra.launcher[key]) == value
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.sbert_exp_sweeper.TrackedSweeper"
+    assert cfg.tracking.uri == "http://head:5000"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import sbert_exp.train  # noqa: F401  (registers the schema for hydra's compose)
 from conftest import CONF, compose, tiny_overrides
 from sbert_exp.errors import DataError
 from sbert_exp.pipeline import load_data, run_job
