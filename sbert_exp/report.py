@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from sbert_exp.errors import UserError
 from sbert_exp.sweeper import SWEEP_FILE, read_sweep_file
-from sbert_exp.tracking import CONFIG_KEY_TAG, child_runs, log_artifacts
+from sbert_exp.tracking import (
+    CONFIG_KEY_TAG,
+    REUSED_TAG,
+    child_runs,
+    finished_runs_of,
+    log_artifacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +45,46 @@ def latest_sweep(root: Path = Path("multirun")) -> Path:
     return found[-1].parent
 
 
-def table(runs: list[dict]) -> pd.DataFrame:
-    """One row per distinct config (jobs that reused a run collapse into it)."""
-    rows = []
+# Params that decide a job's result, pruning aside: jobs that agree on these are comparable.
+RESULT_PARAMS = ("base_model.", "phase.", "dataset.", "eval.", "seed")
+
+
+def signature(params: Mapping[str, str]) -> str:
+    """What a pruned job and its unpruned reference share: the result params but pruning, init."""
+    return json.dumps(sorted((k, v) for k, v in params.items()
+                             if k.startswith(RESULT_PARAMS) and k != "base_model.init"))
+
+
+def is_unpruned_reference(params: Mapping[str, str]) -> bool:
+    """Pretrained weights and every layer kept: what `% of unpruned` divides by."""
+    kept = params["pruning.kept_layers"].split(",")
+    return (params.get("base_model.init", "pretrained") == "pretrained"
+            and len(kept) == int(params["base_model.num_layers"]))
+
+
+def table(runs: list[dict], others: list[dict] = ()) -> pd.DataFrame:
+    """One row per distinct config of the sweep's `runs` (jobs that reused a run collapse).
+
+    `% of unpruned` divides by the unpruned pretrained run with the same signature: the sweep's
+    own when it has one, else the earliest finished one among `others` (e.g. earlier sweeps).
+    """
+    rows: list[dict] = []
+    references: dict[str, tuple[float | None, str]] = {}
+    for own, group in ((False, others), (True, runs)):
+        for run in group:
+            if run["status"] == "FINISHED" and is_unpruned_reference(run["params"]):
+                value = (run["metrics"].get(COLUMNS["sts_final"]),
+                         run["tags"].get(REUSED_TAG, run["run_id"]))
+                if own:
+                    references[signature(run["params"])] = value
+                else:  # the earliest of the others
+                    references.setdefault(signature(run["params"]), value)
     for run in runs:
         if run["status"] != "FINISHED":
             continue
         p, m = run["params"], run["metrics"]
         depth, kept = int(p["base_model.num_layers"]), p["pruning.kept_layers"].split(",")
+        score, reference = references.get(signature(p), (None, None))
         row = {
             "config_key": run["tags"].get(CONFIG_KEY_TAG, run["run_id"]),
             "base": p["base_model.name"], "init": p.get("base_model.init", "pretrained"),
@@ -53,16 +93,21 @@ def table(runs: list[dict]) -> pd.DataFrame:
             "keep": len(kept), "kept_layers": " ".join(kept),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
+        row.update(unpruned_sts=score, unpruned_run=reference)
         rows.append(row)
     if not rows:
         raise UserError("the sweep has no finished job runs to report on")
     df = pd.DataFrame(rows).drop_duplicates("config_key").drop(columns="config_key")
-    unpruned = df[(df.strategy == "none") & (df.init == "pretrained")].set_index("base")
-    df["retained_pct"] = [
-        100 * r.sts_final / unpruned.sts_final[r.base] if r.base in unpruned.index else None
-        for r in df.itertuples()]
+    df["retained_pct"] = 100 * df.sts_final / df.unpruned_sts
     order = df.strategy.map(STRATEGY_ORDER)
     return df.assign(_o=order).sort_values(["base", "init", "keep", "_o"]).drop(columns="_o")
+
+
+def references_outside(df: pd.DataFrame) -> dict[str, str]:
+    """base -> run id of the unpruned references that are not runs of this sweep."""
+    inside = df[(df.strategy == "none") & (df.init == "pretrained")]
+    return {r.base: r.unpruned_run for r in df.itertuples()
+            if isinstance(r.unpruned_run, str) and r.base not in set(inside.base)}
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -80,7 +125,17 @@ def markdown(df: pd.DataFrame) -> str:
                  f(r.speedup, ".2f") + "x", f(r.sts_before, ".4f"), f(r.sts_after_nli, ".4f"),
                  f(r.sts_after_sts, ".4f"), f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
+    for base, run_id in references_outside(df).items():
+        score = df.unpruned_sts[df.base == base].iloc[0]
+        lines.append(f"\n% of unpruned for {base}: against the unpruned run {run_id} "
+                     f"(STSb {score:.4f}), which is not part of this sweep.")
     return "\n".join(lines) + "\n"
+
+
+# Colour says where layers were removed, line style or fill says the init, marker the base.
+COLORS = {"top": "tab:blue", "middle": "tab:orange", "bottom": "tab:green", "none": "black"}
+MARKERS = "osD^vP*X"
+GREYS = ["dimgrey", "darkgrey", "black", "silver"]  # unpruned levels, one shade a base
 
 
 def plot(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -90,29 +145,52 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = [out / "spearman_vs_layers.png", out / "quality_vs_speedup.png"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    marker = {base: MARKERS[i % len(MARKERS)] for i, base in enumerate(sorted(set(df.base)))}
+
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+
+    def reference_line(base: str, score: float, text: str, style: str) -> None:
+        ax.axhline(score, color=GREYS[sorted(marker).index(base) % len(GREYS)],
+                   linestyle=style, linewidth=1.2, label=text)
+
     for (base, init), group in df.groupby(["base", "init"]):
         full = group[group.strategy == "none"]
+        random = init == "random"
         for strategy in ("top", "middle", "bottom"):
             line = pd.concat([group[group.strategy == strategy], full]).sort_values("keep")
             if len(line[line.strategy == strategy]):
-                style = "--" if init == "random" else "-"
-                ax.plot(line.keep, line.sts_final, style, marker="o",
-                        label=f"{base} ({init}): {strategy} removed")
-        if len(full) and init == "pretrained":
-            ax.axhline(full.sts_final.iloc[0], color="grey", linestyle=":",
-                       label=f"{base}: unpruned")
-    _finish(fig, ax, "kept layers", "Quality vs depth, by pruning strategy", paths[0])
+                ax.plot(line.keep, line.sts_final, "--" if random else "-",
+                        marker=marker[base], color=COLORS[strategy],
+                        mfc="white" if random else COLORS[strategy],
+                        label=f"{base}, {init}: {strategy} removed")
+        if len(full) and len(full) < len(group):  # the end of the lines above, as a level
+            reference_line(base, full.sts_final.iloc[0], f"{base}, {init}: unpruned",
+                           ":" if random else "-.")
+        elif len(full):  # a model of its own depth only (a small baseline): a point
+            ax.plot(full.keep, full.sts_final, linestyle="none", marker=marker[base],
+                    markersize=8, color=COLORS["none"], mfc="white" if random else "black",
+                    label=f"{base}, {init}: unpruned ({full.keep.iloc[0]} layers)")
+    for base in references_outside(df):
+        reference_line(base, df.unpruned_sts[df.base == base].iloc[0],
+                       f"{base}, pretrained: unpruned (earlier run)", "-.")
+    ax.set_xticks(sorted(set(df.keep)))
+    _finish(fig, ax, "kept layers", "STSb quality vs kept layers, by pruning strategy", paths[0])
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (base, strategy), group in df.groupby(["base", "strategy"]):
-        ax.scatter(group.speedup, group.sts_final, label=f"{base}: {strategy}")
-        for r in group.itertuples():
-            ax.annotate(f"{r.keep}L{' rnd' if r.init == 'random' else ''}",
-                        (r.speedup, r.sts_final), fontsize=8, xytext=(4, 2),
-                        textcoords="offset points")
-    _finish(fig, ax, "encode speedup vs unpruned (x)", "Quality vs speed (labels: kept layers)",
-            paths[1])
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    groups = df.groupby(["base", "init", "strategy"])
+    for base, init, strategy in sorted(groups.groups, key=lambda k: (k[0], k[1],
+                                                                     STRATEGY_ORDER[k[2]])):
+        group, random = groups.get_group((base, init, strategy)), init == "random"
+        name = "unpruned" if strategy == "none" else f"{strategy} removed"
+        ax.scatter(group.speedup, group.sts_final, marker=marker[base], s=45,
+                   edgecolors=COLORS[strategy], facecolors="white" if random else COLORS[strategy],
+                   label=f"{base}, {init}: {name}")
+        if not random:  # random-init points sit in a cluster; the legend tells them apart
+            for r in group.itertuples():
+                ax.annotate(f"{r.keep}L", (r.speedup, r.sts_final), fontsize=8,
+                            xytext=(5, 3), textcoords="offset points")
+    _finish(fig, ax, "encode speedup vs the unpruned model (x)",
+            "STSb quality vs encode speed (labels: kept layers; hollow: random init)", paths[1])
     return paths
 
 
@@ -121,9 +199,9 @@ def _finish(fig, ax, xlabel: str, title: str, path: Path) -> None:
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("STSb test Spearman (cosine)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -135,7 +213,12 @@ def write_report(sweep_dir: Path) -> list[Path]:
     if not info.get("parent_run_id"):
         raise UserError(f"{sweep_dir} has no {SWEEP_FILE} with a parent run (tracking disabled, "
                         "or not a sweep folder): pass the folder of a tracked sweep")
-    df = table(child_runs(info["tracking_uri"], info["parent_run_id"]))
+    uri, parent = info["tracking_uri"], info["parent_run_id"]
+    runs = child_runs(uri, parent)
+    df = table(runs)
+    lacking = sorted(set(df.base[df.unpruned_sts.isna()]))
+    if lacking:  # look for the unpruned references in earlier runs of the experiment
+        df = table(runs, finished_runs_of(uri, parent, lacking))
     csv, md = sweep_dir / "report.csv", sweep_dir / "report.md"
     df.to_csv(csv, index=False)
     md.write_text(markdown(df))

@@ -198,8 +198,28 @@ def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
-    return [{"run_id": r.info.run_id, "status": r.info.status, "params": dict(r.data.params),
-             "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]
+    return [_as_dict(r) for r in runs]
+
+
+def finished_runs_of(uri: str, parent_run_id: str, bases: Sequence[str]) -> list[dict[str, Any]]:
+    """FINISHED job runs of these base models in the parent's experiment, outside its sweep."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    found: list[dict[str, Any]] = []
+    for base in bases:
+        runs = client.search_runs(
+            [experiment], filter_string=f"params.`base_model.name` = '{base}' "
+                                        "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"], max_results=10_000)
+        found += [_as_dict(r) for r in runs if r.data.tags.get(PARENT_TAG) != parent_run_id]
+    return found
+
+
+def _as_dict(run: Any) -> dict[str, Any]:
+    return {"run_id": run.info.run_id, "status": run.info.status, "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
 
 
 def log_artifacts(uri: str, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:

@@ -134,8 +134,8 @@ def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
     proc = _sweep(tmp_path, "sweep", *overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").glob("[0-9]*") if p.is_dir())
-    assert jobs == ["0_tiny_bert_top_keep1", "1_tiny_bert_bottom_keep1",
-                    "2_tiny_bert_top_keep12", "3_tiny_bert_bottom_keep12"]
+    assert jobs == ["0_tiny_bert_pretrained_top_keep1", "1_tiny_bert_pretrained_bottom_keep1",
+                    "2_tiny_bert_pretrained_top_keep12", "3_tiny_bert_pretrained_bottom_keep12"]
     for job in jobs:
         metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
         assert metrics["model/num_layers"] == int(job.rsplit("keep", 1)[1])
@@ -211,7 +211,7 @@ def test_interrupted_sweep_resumes_with_what_is_missing(tiny_bert, tmp_path):
          f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (tmp_path / "sweep" / "0_tiny_bert_top_keep1" / "metrics.json").exists():
+    while not (tmp_path / "sweep" / "0_tiny_bert_pretrained_top_keep1" / "metrics.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "first job did not finish"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C while the next job runs
@@ -273,7 +273,7 @@ def test_exception_in_training_fails_only_that_job(tiny_bert, tmp_path, monkeypa
     kids = sorted(children[parents[0].info.run_id], key=lambda r: r.data.params["pruning.keep"])
     assert [r.info.status for r in kids] == ["FAILED", "FINISHED"]
     assert kids[0].data.tags["error"] == "OutOfMemoryError: CUDA out of memory (simulated)"
-    assert (tmp_path / "sweep" / "1_tiny_bert_top_keep2" / "metrics.json").is_file()
+    assert (tmp_path / "sweep" / "1_tiny_bert_pretrained_top_keep2" / "metrics.json").is_file()
 
 
 def test_failed_job_does_not_stop_the_sweep(tiny_bert, tmp_path):
@@ -284,9 +284,9 @@ def test_failed_job_does_not_stop_the_sweep(tiny_bert, tmp_path):
         "error: 1 of 2 jobs failed: #0 pruning.keep=13: pruning.keep=13 is out of range: the "
         "base model has 12 layers, choose pruning.keep between 1 and 12 (base_model=tiny_bert)")
     assert "Traceback" not in proc.stderr
-    assert json.loads((tmp_path / "sweep" / "1_tiny_bert_top_keep2" / "metrics.json")
+    assert json.loads((tmp_path / "sweep" / "1_tiny_bert_pretrained_top_keep2" / "metrics.json")
                       .read_text())["model/num_layers"] == 2
-    assert not (tmp_path / "sweep" / "0_tiny_bert_top_keep13").exists()
+    assert not (tmp_path / "sweep" / "0_tiny_bert_pretrained_top_keep13").exists()
     _, runs = _runs(tmp_path / "mlflow.db", "tests")
     parents, children = _by_parent(runs)
     assert parents[0].info.status == "FAILED"
