@@ -100,7 +100,8 @@ class TrackedSweeper(Sweeper):
                 returns.append(results)
             finished = True
         finally:
-            tracker.end_parent(parent, failed or ([] if finished else ["sweep interrupted"]))
+            tracker.end_parent(parent, failed or ([] if finished else ["sweep interrupted"]),
+                               jobs=initial_job_idx, failed_jobs=len(failed))
         if failed:
             raise SweepFailed(f"{len(failed)} of {initial_job_idx} jobs failed: {failed[0]}"
                               + (f" (and {len(failed) - 1} more, listed above)"

@@ -157,10 +157,13 @@ class Tracker:
                                     tags={**tags, SWEEP_TAG: "parent"})
         return created.info.run_id
 
-    def end_parent(self, run_id: str | None, failed: Sequence[str]) -> None:
+    def end_parent(self, run_id: str | None, failed: Sequence[str], jobs: int,
+                   failed_jobs: int) -> None:
+        """Close a sweep's parent run with its job counts (columns in the UI's run list)."""
         if run_id is None:
             return
         client = self._client()
+        Run(client, run_id).log_metrics({"sweep/jobs": jobs, "sweep/failed_jobs": failed_jobs})
         if failed:
             client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
         client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")

@@ -146,6 +146,7 @@ def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
     assert [p.info.run_id for p in parents] == [sweep_file["parent_run_id"]]
     assert parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["overrides"].startswith("phase=sts")
+    assert parents[0].data.metrics == {"sweep/jobs": 4, "sweep/failed_jobs": 0}
     kids = children[sweep_file["parent_run_id"]]
     assert len(kids) == 4 and len(runs) == 5  # every job is a child of the one parent
     assert sorted(r.data.params["pruning.kept_layers"] for r in kids) == [
@@ -291,6 +292,7 @@ def test_failed_job_does_not_stop_the_sweep(tiny_bert, tmp_path):
     parents, children = _by_parent(runs)
     assert parents[0].info.status == "FAILED"
     assert parents[0].data.tags["failed_jobs"].startswith("#0 pruning.keep=13: ")
+    assert parents[0].data.metrics == {"sweep/jobs": 2, "sweep/failed_jobs": 1}
     statuses = sorted((r.info.status, r.data.tags.get("error", "")[:40])
                       for r in children[parents[0].info.run_id])
     assert statuses == [("FAILED", "ConfigError: pruning.keep=13 is out of r"),
