@@ -143,8 +143,11 @@ class Tracker:
         try:
             yield run
         except BaseException as e:
-            run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
-            client.set_terminated(run.run_id, status="FAILED")
+            # Marking the run may itself fail (Ctrl-C can leave the store's connection broken
+            # mid-call); the job's own error is what must propagate.
+            with contextlib.suppress(Exception):
+                run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+                client.set_terminated(run.run_id, status="FAILED")
             raise
         client.set_terminated(run.run_id, status="FINISHED")
 
