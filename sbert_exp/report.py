@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +62,7 @@ def is_unpruned_reference(params: Mapping[str, str]) -> bool:
             and len(kept) == int(params["base_model.num_layers"]))
 
 
-def table(runs: list[dict], others: list[dict] = ()) -> pd.DataFrame:
+def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
     """One row per distinct config of the sweep's `runs` (jobs that reused a run collapse).
 
     `% of unpruned` divides by the unpruned pretrained run with the same signature: the sweep's
