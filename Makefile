@@ -55,4 +55,4 @@ mlflow-server: $(INSTALLED) ## Shared tracking server for jobs on many machines 
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination ./mlartifacts --host $(MLFLOW_HOST) --port $(UI_PORT) --workers 2
 
 clean: ## Remove outputs, sweeps and the MLflow store (keeps .venv and prepared assets)
-	rm -rf outputs multirun/*/ mlflow.db mlartifacts .pytest_cache
+	rm -rf outputs multirun/*/ mlflow.db .sbert_exp-*.lock mlartifacts .pytest_cache
