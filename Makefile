@@ -12,7 +12,7 @@ MLFLOW_HOST ?= 127.0.0.1
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install assets assets-mpnet sweep report train test test-fast lint ui mlflow-server clean
+.PHONY: help install assets assets-mpnet sweep report train test test-fast bench lint ui mlflow-server clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -45,8 +45,11 @@ test: assets ## Run the whole test suite (what CI runs)
 test-fast: assets ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
+bench: assets ## Speed benchmarks: ratios measured side by side, written to bench/results/
+	$(PY) bench/run.py
+
 lint: $(INSTALLED) ## Check style with ruff
-	$(VENV)/bin/ruff check sbert_exp tests
+	$(VENV)/bin/ruff check sbert_exp tests bench
 
 ui: $(INSTALLED) ## Serve the MLflow UI over mlflow.db on http://127.0.0.1:5000 (UI_PORT=...)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1

@@ -1,0 +1,64 @@
+"""Shared by the benchmarks: composed configs, the STSb test sentences, timing, a results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+
+
+def compose(overrides: Sequence[str]):
+    """The typed TrainConfig that `python -m sbert_exp.train OVERRIDES` would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sbert_exp.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return OmegaConf.to_object(hydra_compose(config_name="train", overrides=list(overrides)))
+
+
+def sts_test_sentences(prefix: str) -> list[str]:
+    """Every distinct sentence of the STSb test split, prefixed as the model expects."""
+    from sbert_exp.pipeline import load_data
+
+    data = load_data(compose(["phase=none"]))
+    unique = dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]])
+    return [prefix + s for s in unique]
+
+
+def best_of(rounds: int, variants: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best wall time of each variant; the variants alternate within a round, after a warm-up."""
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for warmup in (True, *([False] * rounds)):
+        for name, run in variants.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if not warmup:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in seconds.items()}
+
+
+def machine() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, {device}")
+
+
+def write(name: str, text: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.md"
+    path.write_text(text)
+    return path
