@@ -43,8 +43,9 @@ def plan(cfg: TrainConfig) -> list[int]:
         _check_stage(name, stage)
     if cfg.eval.nli_test_max_pairs is not None and cfg.eval.nli_test_max_pairs < 1:
         raise ConfigError("eval.nli_test_max_pairs must be at least 1, or null for all pairs")
-    if cfg.eval.speed_sentences < 1 or cfg.eval.speed_rounds < 1:
-        raise ConfigError("eval.speed_sentences and eval.speed_rounds must be at least 1")
+    if cfg.eval.speed_sentences < 1 or cfg.eval.speed_rounds < 0:
+        raise ConfigError("eval.speed_sentences must be at least 1 and eval.speed_rounds at "
+                          "least 0 (0: no speed timing)")
     return kept
 
 
@@ -184,10 +185,12 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
 
     # 2. Load the base model; time it whole and pruned on the same sentences.
     model = modeling.load_base(cfg.base_model, device, model_path, cfg.seed)
-    sentences = list(dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]]))
-    sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
-    speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
-    record({f"speed/{k}": v for k, v in speed.items()})
+    if cfg.eval.speed_rounds:
+        sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
+                                        *data.sts_test["sentence2"]]))
+        sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
+        speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
+        record({f"speed/{k}": v for k, v in speed.items()})
 
     # 3. Prune in place.
     modeling.prune(model, kept)
@@ -208,17 +211,21 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
         # step per evaluation (0 before training, then one per stage).
         record({f"sts_test/{k}": v for k, v in scores.items()}, step=step)
 
-    eval_sts("before", 0)
-    if cfg.phase.nli is not None:
-        classifier, result = training.train_nli(model, data.nli_train, cfg.phase.nli,
+    # eval.every_stage=false evaluates once, after the last stage.
+    every, nli, sts = cfg.eval.every_stage, cfg.phase.nli, cfg.phase.sts
+    if every or (nli is None and sts is None):
+        eval_sts("before", 0)
+    if nli is not None:
+        classifier, result = training.train_nli(model, data.nli_train, nli,
                                                 cfg.dataset.num_labels, prefix, cfg.seed)
         record(result.metrics("nli"))
         if data.nli_test is not None:
             acc = evaluation.nli_accuracy(model, classifier, data.nli_test, prefix, bs)
             record({f"nli_test/{k}": v for k, v in acc.items()})
-        eval_sts("after_nli", 1)
-    if cfg.phase.sts is not None:
-        result = training.train_sts(model, data.sts_train, cfg.phase.sts, prefix, cfg.seed)
+        if every or sts is None:
+            eval_sts("after_nli", 1)
+    if sts is not None:
+        result = training.train_sts(model, data.sts_train, sts, prefix, cfg.seed)
         record(result.metrics("sts"))
         eval_sts("after_sts", 2)
 

@@ -124,7 +124,9 @@ class EvalConfig:
     batch_size: int = 64
     nli_test_max_pairs: int | None = 1000  # null: the whole NLI test split
     speed_sentences: int = 256  # STS test sentences timed for the speedup
-    speed_rounds: int = 3
+    speed_rounds: int = 3  # 0: no speed timing
+    # STS test before training and after every stage; false: only after the last stage.
+    every_stage: bool = True
 
 
 @dataclass

@@ -110,6 +110,21 @@ def test_phase_none_logs_no_training_metrics(tiny_bert, tmp_path):
     assert not (tmp_path / "job" / "model").exists()
 
 
+def test_final_evaluation_only(tiny_bert, tmp_path):
+    """eval.every_stage=false eval.speed_rounds=0: one STS evaluation, no timing."""
+    metrics = _job([*tiny_overrides(tiny_bert, tmp_path), "pruning.keep=2", "save_model=false",
+                    "eval.every_stage=false", "eval.speed_rounds=0"], tmp_path / "job")
+    assert set(NLI_STS_METRICS) - set(metrics) == {
+        "before/sts_test/spearman_cosine", "before/sts_test/pearson_cosine",
+        "after_nli/sts_test/spearman_cosine", "after_nli/sts_test/pearson_cosine",
+        "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned"}
+    assert set(metrics) < NLI_STS_METRICS
+    assert metrics["sts_test/spearman_cosine"] == metrics["after_sts/sts_test/spearman_cosine"]
+    client, runs = _runs(tmp_path / "mlflow.db", "tests")
+    history = client.get_metric_history(runs[0].info.run_id, "sts_test/spearman_cosine")
+    assert [m.step for m in history] == [2]
+
+
 def _sweep(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
