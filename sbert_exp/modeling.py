@@ -182,6 +182,23 @@ def layers_view(model: nn.Module, keep: Sequence[int]) -> Iterator[None]:
         setattr(encoder.config, depth_field, depth)
 
 
+def freeze_embeddings(model: nn.Module) -> int:
+    """Stop training the encoder's embeddings (the optimizer skips them); returns their size."""
+    embeddings = getattr(hf_model(model), "embeddings", None)
+    if embeddings is None:
+        raise ConfigError(f"{type(hf_model(model)).__name__} has no embeddings module: "
+                          "set phase.freeze_embeddings=false")
+    frozen = 0
+    for p in embeddings.parameters():
+        p.requires_grad_(False)
+        frozen += p.numel()
+    return frozen
+
+
+def trainable_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 @dataclass(frozen=True)
 class ParamCounts:
     total: int

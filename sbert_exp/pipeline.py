@@ -192,14 +192,17 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
         speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
         record({f"speed/{k}": v for k, v in speed.items()})
 
-    # 3. Prune in place.
+    # 3. Prune in place; freeze the embeddings if asked.
     modeling.prune(model, kept)
+    if cfg.phase.freeze_embeddings:
+        modeling.freeze_embeddings(model)
     counts = modeling.param_counts(model)
     record({
         "model/num_layers": float(len(kept)),
         "model/params_total": float(counts.total),
         "model/params_embeddings": float(counts.embeddings),
         "model/params_encoder": float(counts.encoder),
+        "model/params_trainable": float(modeling.trainable_params(model)),
         "model/size_mb": counts.size_mb,
     })
 

@@ -84,6 +84,9 @@ class PhaseConfig:
     name: str = MISSING
     nli: StageConfig | None = None
     sts: StageConfig | None = None
+    # Keep the token, position and type embeddings fixed while fine-tuning: with large
+    # vocabularies (e5_small, MuRIL) they are most of the parameters and of the update cost.
+    freeze_embeddings: bool = False
 
 
 @dataclass

@@ -22,6 +22,7 @@ NLI_STS_METRICS = {
     "after_sts/sts_test/spearman_cosine", "after_sts/sts_test/pearson_cosine",
     "nli_test/accuracy",
     "model/params_total", "model/params_embeddings", "model/params_encoder",
+    "model/params_trainable",
     "model/num_layers", "model/size_mb",
     "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned",
     "train_nli/loss", "train_nli/seconds", "train_nli/pairs", "train_nli/pairs_per_s",
@@ -108,6 +109,24 @@ def test_phase_none_logs_no_training_metrics(tiny_bert, tmp_path):
     assert metrics["sts_test/spearman_cosine"] == metrics["before/sts_test/spearman_cosine"]
     assert metrics["model/num_layers"] == 12
     assert not (tmp_path / "job" / "model").exists()
+
+
+def test_frozen_embeddings_stay_as_loaded(tiny_bert, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "job"
+    metrics = _job([*tiny_overrides(tiny_bert, tmp_path), "pruning.keep=2",
+                    "phase.freeze_embeddings=true", "eval.speed_rounds=0"], out)
+    assert metrics["model/params_trainable"] == (metrics["model/params_total"]
+                                                 - metrics["model/params_embeddings"])
+    base = load_file(tiny_bert / "model.safetensors")
+    tuned = load_file(next(out.glob("model/**/model.safetensors")))
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        key = f"embeddings.{name}.weight"
+        assert (tuned[key] == base[key]).all(), name
+    # ... while the kept layers did train.
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not (tuned[key] == base[key]).all()
 
 
 def test_final_evaluation_only(tiny_bert, tmp_path):
