@@ -1,6 +1,6 @@
 """Framework overhead: one job through `python -m sbert_exp.train` vs bare sentence-transformers.
 
-    python bench/overhead.py [--rounds 3] [--keep 2]
+    python bench/overhead.py [--rounds 3] [--keep 6]
 
 Both commands get the same model (e5_small pruned to the bottom `keep` layers), the same pairs
 (512 SNLI + 384 STSb training pairs, the default job's seeded subsets, written to JSONL files
@@ -55,7 +55,7 @@ def timed(command: list[str]) -> tuple[float, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep", type=int, default=2)
+    parser.add_argument("--keep", type=int, default=6, help="kept layers (6: the default job)")
     args = parser.parse_args(argv)
     from sbert_exp import assets
 

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {  # script -> (arguments, arguments with --quick)
     "encode_speed.py": ([], ["--rounds", "1", "--sentences", "300"]),
     "overhead.py": ([], ["--rounds", "1"]),
+    "scaling.py": ([], ["--quick"]),
 }
 
 
