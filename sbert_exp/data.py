@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,12 +151,40 @@ def _label(value: Any, split: SplitConfig, kind: Kind, num_labels: int, at: str)
     return label
 
 
+# Parsed files, so that the jobs of a sweep that run in one process (Hydra's basic launcher)
+# read and check each file once: (settings, path, size, mtime) -> Dataset (immutable).
+_PARSED: dict[tuple, Dataset] = {}
+_PARSED_MAX = 16
+
+
 def load_split(split: SplitConfig, kind: Kind, where: str, num_labels: int = 3) -> Dataset:
     """Read one split into a Dataset with columns sentence1, sentence2 and label (or score).
 
     NLI labels become class indices; STS scores are scaled to 0..1. Any malformed row
-    raises DataError naming the file, the line and the setting that fixes it.
+    raises DataError naming the file, the line and the setting that fixes it. A file already
+    read in this process with the same settings, unchanged since, is not read again.
     """
+    if split.source is Source.hub:
+        return _parse_split(split, kind, where, num_labels)
+    path = resolve_path(split, where)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _parse_split(split, kind, where, num_labels)  # reports the missing file
+    key = (json.dumps(asdict(split), sort_keys=True, default=str), kind, num_labels,
+           str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _PARSED:
+        log.info("%s: %d pairs from %s (read earlier in this process)", where,
+                 len(_PARSED[key]), path)
+        return _PARSED[key]
+    dataset = _parse_split(split, kind, where, num_labels)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[key] = dataset
+    return dataset
+
+
+def _parse_split(split: SplitConfig, kind: Kind, where: str, num_labels: int) -> Dataset:
     if split.source is Source.hub:
         origin, unit = f"Hub dataset {split.location}", "row"
         rows = _hub_rows(split, where)

@@ -43,6 +43,8 @@ def plan(cfg: TrainConfig) -> list[int]:
         _check_stage(name, stage)
     if cfg.eval.nli_test_max_pairs is not None and cfg.eval.nli_test_max_pairs < 1:
         raise ConfigError("eval.nli_test_max_pairs must be at least 1, or null for all pairs")
+    if cfg.eval.batch_size is not None and cfg.eval.batch_size < 1:
+        raise ConfigError("eval.batch_size must be at least 1, or null for the device's default")
     if cfg.eval.speed_sentences < 1 or cfg.eval.speed_rounds < 0:
         raise ConfigError("eval.speed_sentences must be at least 1 and eval.speed_rounds at "
                           "least 0 (0: no speed timing)")
@@ -61,6 +63,16 @@ def _check_stage(name: str, stage: StageConfig) -> None:
         if not ok:
             raise ConfigError(f"phase.{name}.{key}={getattr(stage, key)} is invalid: "
                               f"it must be {rule}")
+
+
+EVAL_BATCH = {"cpu": 64, "cuda": 256}  # eval.batch_size=null: sentences per encode batch
+
+
+def eval_batch_size(configured: int | None, device: str) -> int:
+    """The configured batch, else one that suits the device (a GPU takes far larger ones)."""
+    if configured is not None:
+        return configured
+    return EVAL_BATCH["cuda" if device.startswith("cuda") else "cpu"]
 
 
 @dataclass
@@ -173,7 +185,7 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
                         started: float) -> dict[str, float]:
     from transformers import set_seed
 
-    prefix, bs = cfg.base_model.prefix, cfg.eval.batch_size
+    prefix, bs = cfg.base_model.prefix, eval_batch_size(cfg.eval.batch_size, device)
     set_seed(cfg.seed)
     metrics: dict[str, float] = {}
 

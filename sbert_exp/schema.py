@@ -124,7 +124,7 @@ class DatasetConfig:
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 64
+    batch_size: int | None = None  # null: 64 on CPU, 256 on CUDA
     nli_test_max_pairs: int | None = 1000  # null: the whole NLI test split
     speed_sentences: int = 256  # STS test sentences timed for the speedup
     speed_rounds: int = 3  # 0: no speed timing

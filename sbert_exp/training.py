@@ -62,7 +62,9 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int
             logging_strategy="steps",
             logging_steps=50,
             dataloader_pin_memory=on_cuda,
+            # Mixed precision on a GPU: bf16 where supported, else fp16 with loss scaling.
             bf16=on_cuda and torch.cuda.is_bf16_supported(),
+            fp16=on_cuda and not torch.cuda.is_bf16_supported(),
             use_cpu=not on_cuda,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss)

@@ -32,6 +32,17 @@ def test_default_config_composes_to_typed_schema():
     assert plan(cfg) == [0, 1, 2, 3, 4, 5]
 
 
+def test_eval_batch_follows_the_device_unless_set():
+    from sbert_exp.pipeline import eval_batch_size
+
+    cfg, _ = compose([])
+    assert cfg.eval.batch_size is None
+    assert [eval_batch_size(None, d) for d in ("cpu", "cuda", "cuda:1")] == [64, 256, 256]
+    assert eval_batch_size(compose(["eval.batch_size=8"])[0].eval.batch_size, "cuda") == 8
+    with pytest.raises(ConfigError, match="eval.batch_size must be at least 1"):
+        plan(compose(["eval.batch_size=0"])[0])
+
+
 @pytest.mark.parametrize(("launcher", "settings", "target"), [
     ("joblib", ["hydra.launcher.n_jobs=4"], "hydra_plugins.hydra_joblib_launcher.joblib_launcher"
                                             ".JoblibLauncher"),

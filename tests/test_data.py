@@ -489,3 +489,23 @@ def test_parquet_rows_are_counted_as_rows_and_nulls_named(tmp_path: Path):
     with pytest.raises(DataError, match=pattern(f"{path} row 2: column 'sentence2' "
                                                 "(sentence2) is empty")):
         load_split(SplitConfig(location=str(path)), "sts", "dataset.sts_test")
+
+
+def test_a_file_is_parsed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    from sbert_exp import data
+    from sbert_exp.schema import SplitConfig
+
+    path = tmp_path / "sts.tsv"
+    path.write_text("sentence1\tsentence2\tscore\na\tb\t5\nc\td\t0\n")
+    split = SplitConfig(location=str(path), label="score")
+    parsed = []
+    real = data._parse_split
+    monkeypatch.setattr(data, "_parse_split", lambda *a: parsed.append(1) or real(*a))
+    first = data.load_split(split, "sts", "dataset.sts_test")
+    assert data.load_split(split, "sts", "dataset.sts_train") is first
+    assert len(parsed) == 1
+    other = SplitConfig(location=str(path), label="score", score_max=10.0)
+    assert data.load_split(other, "sts", "dataset.sts_test")["score"] == [0.5, 0.0]
+    path.write_text("sentence1\tsentence2\tscore\na\tb\t4\n")
+    assert data.load_split(split, "sts", "dataset.sts_test")["score"] == [0.8]
+    assert len(parsed) == 3
