@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         # The default sweep trains keep 2 and 6 under three strategies and keep 12 once.
         estimate = sum(by[(k, 512, False)]["wall"] * (1 if k == 12 else 3) for k in keeps)
-        lines += ["", f"Default sweep (`make sweep`: 7 distinct jobs of 512 + 384 pairs) "
-                  f"estimated from these lean jobs: {estimate / 60:.1f} min before the extra "
-                  f"evaluations; see README, Results, for a measured run."]
+        lines += ["", f"The default sweep trains 7 distinct jobs (keep 2 and 6 under three "
+                  f"strategies, keep 12 once): {estimate / 60:.1f} min as lean jobs of 512 pairs "
+                  f"per stage, before the default job's extra evaluations (README, Results, "
+                  f"has a measured run)."]
     lines += ["", f"Took {time.perf_counter() - started:.0f} s."]
     text = "\n".join(lines) + "\n"
     print(text)
