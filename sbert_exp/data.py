@@ -165,31 +165,32 @@ def load_split(split: SplitConfig, kind: Kind, where: str, num_labels: int = 3) 
     read in this process with the same settings, unchanged since, is not read again.
     """
     if split.source is Source.hub:
-        return _parse_split(split, kind, where, num_labels)
+        return _parse_split(split, kind, where, num_labels, None)
     path = resolve_path(split, where)
     try:
         stat = path.stat()
     except OSError:
-        return _parse_split(split, kind, where, num_labels)  # reports the missing file
+        return _parse_split(split, kind, where, num_labels, path)  # reports the missing file
     key = (json.dumps(asdict(split), sort_keys=True, default=str), kind, num_labels,
            str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _PARSED:
         log.info("%s: %d pairs from %s (read earlier in this process)", where,
                  len(_PARSED[key]), path)
         return _PARSED[key]
-    dataset = _parse_split(split, kind, where, num_labels)
+    dataset = _parse_split(split, kind, where, num_labels, path)
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.pop(next(iter(_PARSED)))
     _PARSED[key] = dataset
     return dataset
 
 
-def _parse_split(split: SplitConfig, kind: Kind, where: str, num_labels: int) -> Dataset:
-    if split.source is Source.hub:
+def _parse_split(split: SplitConfig, kind: Kind, where: str, num_labels: int,
+                 path: Path | None) -> Dataset:
+    """Read the Hub split (path None) or the file at `path` (from `resolve_path`)."""
+    if path is None:
         origin, unit = f"Hub dataset {split.location}", "row"
         rows = _hub_rows(split, where)
     else:
-        path = resolve_path(split, where)
         rows, fmt = _file_rows(path, split, where)
         origin = str(path)
         unit = "row" if fmt is FileFormat.parquet else "line"  # text files count lines

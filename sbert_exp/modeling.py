@@ -182,21 +182,13 @@ def layers_view(model: nn.Module, keep: Sequence[int]) -> Iterator[None]:
         setattr(encoder.config, depth_field, depth)
 
 
-def freeze_embeddings(model: nn.Module) -> int:
-    """Stop training the encoder's embeddings (the optimizer skips them); returns their size."""
+def freeze_embeddings(model: nn.Module) -> None:
+    """Stop training the encoder's embeddings (the optimizer skips them)."""
     embeddings = getattr(hf_model(model), "embeddings", None)
     if embeddings is None:
         raise ConfigError(f"{type(hf_model(model)).__name__} has no embeddings module: "
                           "set phase.freeze_embeddings=false")
-    frozen = 0
-    for p in embeddings.parameters():
-        p.requires_grad_(False)
-        frozen += p.numel()
-    return frozen
-
-
-def trainable_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    embeddings.requires_grad_(False)
 
 
 @dataclass(frozen=True)
@@ -204,6 +196,7 @@ class ParamCounts:
     total: int
     embeddings: int
     encoder: int
+    trainable: int  # parameters the optimizer updates
     size_mb: float  # bytes of all parameters and buffers, in MiB
 
 
@@ -213,5 +206,7 @@ def param_counts(model: nn.Module) -> ParamCounts:
     emb = sum(p.numel() for p in embeddings.parameters()) if embeddings is not None else 0
     enc = sum(p.numel() for p in layers(model).parameters())
     total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    return ParamCounts(total=total, embeddings=emb, encoder=enc, size_mb=size / 2**20)
+    return ParamCounts(total=total, embeddings=emb, encoder=enc, trainable=trainable,
+                       size_mb=size / 2**20)

@@ -214,7 +214,7 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
         "model/params_total": float(counts.total),
         "model/params_embeddings": float(counts.embeddings),
         "model/params_encoder": float(counts.encoder),
-        "model/params_trainable": float(modeling.trainable_params(model)),
+        "model/params_trainable": float(counts.trainable),
         "model/size_mb": counts.size_mb,
     })
 
