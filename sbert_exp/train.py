@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> float:
         metrics = run_job(train_cfg, output_dir, params, tags, parent_run_id=parent,
                           lock_dir=lock_dir)
     except UserError as e:
-        _remove_unfinished(output_dir)
+        _remove_unfinished(output_dir, multirun)
         if multirun:
             log.error("%s", e)  # the sweep goes on; this job's log says why it failed
             _record_failed_job(cfg, hydra_cfg.job.num, params, tags, parent, e)
@@ -73,11 +73,25 @@ def _record_failed_job(cfg: DictConfig, num: int, params: dict[str, str], tags: 
             raise error
 
 
-def _remove_unfinished(output_dir: Path) -> None:
-    """Drop the folder Hydra made for a job that failed its checks: nothing half-written stays."""
+def _remove_unfinished(output_dir: Path, multirun: bool) -> None:
+    """Drop the folder Hydra made for a job that failed its checks: nothing half-written stays.
+
+    A single run's folder is outputs/DATE/TIME: the folders it created below the working
+    directory go too when this left them empty. A sweep's job folder sits in the sweep
+    folder, which stays.
+    """
     if (output_dir / "metrics.json").exists() or (output_dir / "model").exists():
         return
     shutil.rmtree(output_dir, ignore_errors=True)
+    if not multirun:
+        cwd = Path.cwd().resolve()
+        for parent in output_dir.resolve().parents:
+            if cwd not in parent.parents:  # never the working directory or anything above
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: other runs live there
+                break
 
 
 def _schema_keys(object_type: object) -> str:

@@ -183,6 +183,19 @@ def test_bad_override_ends_in_one_line_and_leaves_nothing(override, line, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_rejected_run_leaves_no_dated_output_folder(tmp_path):
+    """With Hydra's default run folder (outputs/DATE/TIME), a rejected run leaves no folder."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    (tmp_path / "keep.txt").write_text("a file of the user's")
+    proc = subprocess.run([sys.executable, "-m", "sbert_exp.train", "pruning.keep=13",
+                           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: pruning.keep=13 is out of")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
 def test_missing_required_setting_ends_in_one_line(tmp_path):
     proc = _cli("dataset=local_files", cwd=tmp_path)
     assert proc.returncode == 2
