@@ -14,28 +14,34 @@ from torch import nn
 from sbert_exp.modeling import layers, layers_view
 
 
-def encode_unique(
-    model, sentences: Sequence[str], prefix: str, batch_size: int
-) -> dict[str, np.ndarray]:
-    """Embed each distinct sentence once; returns sentence -> embedding."""
+def encode_unique(model, sentences: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
+    """Embed each distinct sentence once; returns sentence -> embedding.
+
+    `encode` prepends the model's default prompt (see `modeling.set_prefix_prompt`), as it does
+    for anyone who loads the saved model.
+    """
     unique = list(dict.fromkeys(sentences))
-    emb = model.encode([prefix + s for s in unique], batch_size=batch_size,
-                       convert_to_numpy=True, show_progress_bar=len(unique) > 1000)
+    emb = model.encode(unique, batch_size=batch_size, convert_to_numpy=True,
+                       show_progress_bar=len(unique) > 1000)
     return dict(zip(unique, emb, strict=True))
 
 
-def _pair_embeddings(model, pairs: Dataset, prefix: str, batch_size: int):
+def _pair_embeddings(model, pairs: Dataset, batch_size: int):
     s1, s2 = pairs["sentence1"], pairs["sentence2"]
-    table = encode_unique(model, [*s1, *s2], prefix, batch_size)
+    table = encode_unique(model, [*s1, *s2], batch_size)
     return np.stack([table[s] for s in s1]), np.stack([table[s] for s in s2])
 
 
-def sts_scores(model, pairs: Dataset, prefix: str, batch_size: int) -> dict[str, float]:
-    """Spearman and Pearson correlation of cosine similarity with the gold scores."""
-    u, v = _pair_embeddings(model, pairs, prefix, batch_size)
-    u = u / np.linalg.norm(u, axis=1, keepdims=True)
-    v = v / np.linalg.norm(v, axis=1, keepdims=True)
-    cosine = (u * v).sum(axis=1)
+def sts_scores(model, pairs: Dataset, batch_size: int) -> dict[str, float]:
+    """Spearman and Pearson correlation of cosine similarity with the gold scores.
+
+    The cosine is sentence-transformers' own, as in its `EmbeddingSimilarityEvaluator`: the same
+    embeddings then give the same float32 cosines, ties included, hence the same ranks.
+    """
+    from sentence_transformers.util import pairwise_cos_sim
+
+    u, v = _pair_embeddings(model, pairs, batch_size)
+    cosine = pairwise_cos_sim(u, v).numpy()
     gold = np.asarray(pairs["score"], dtype=np.float64)
     return {
         "spearman_cosine": float(spearmanr(gold, cosine).statistic),
@@ -43,10 +49,10 @@ def sts_scores(model, pairs: Dataset, prefix: str, batch_size: int) -> dict[str,
     }
 
 
-def nli_accuracy(model, classifier: nn.Linear, pairs: Dataset, prefix: str,
+def nli_accuracy(model, classifier: nn.Linear, pairs: Dataset,
                  batch_size: int) -> dict[str, float]:
     """Accuracy of the SBERT softmax head on (u, v, |u - v|) over NLI pairs."""
-    u, v = _pair_embeddings(model, pairs, prefix, batch_size)
+    u, v = _pair_embeddings(model, pairs, batch_size)
     features = torch.from_numpy(np.concatenate([u, v, np.abs(u - v)], axis=1))
     weight = classifier.weight.detach().float().cpu()
     with torch.no_grad():

@@ -95,9 +95,36 @@ def load_base(base: BaseModelConfig, device: str, path: str, seed: int = 0):
         pooling = Pooling(encoder.get_embedding_dimension(), pooling_mode=base.pooling.value)
         model = SentenceTransformer(modules=[encoder, pooling], device=device)
     model.max_seq_length = base.max_seq_length
+    set_prefix_prompt(model, base.prefix)
     if base.init is Init.random:
         reinitialize(model, seed)
     return model
+
+
+# The prompt names that sentence-transformers 6.x looks up: `encode` takes the default one,
+# `encode_query` the "query" one, `encode_document` the "document" one.
+PROMPT_NAMES = ("query", "document")
+
+
+def set_prefix_prompt(model, prefix: str) -> None:
+    """Make `prefix` the model's default prompt, so that `encode` prepends it and `save` keeps it.
+
+    The same prefix goes before every sentence, so every prompt name holds it: a reloaded model
+    gives the evaluated embeddings through `encode`, `encode_query` and `encode_document` alike.
+    Pooling keeps averaging over the prompt's tokens too, as when the prefix was part of the text.
+    An empty prefix sets no prompt.
+    """
+    if not prefix:
+        return
+    model.prompts.update(dict.fromkeys(PROMPT_NAMES, prefix))
+    model.default_prompt_name = PROMPT_NAMES[0]
+    model.set_pooling_include_prompt(True)
+
+
+def default_prompt(model) -> str | None:
+    """The prompt that `encode` prepends when given none (None where the model has none)."""
+    name = model.default_prompt_name
+    return model.prompts.get(name) if name is not None else None
 
 
 def reinitialize(model: nn.Module, seed: int) -> None:

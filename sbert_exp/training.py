@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 
+from sbert_exp.modeling import default_prompt
 from sbert_exp.schema import StageConfig
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,16 @@ class StageResult:
         }
 
 
-def _prefixed(pairs: Dataset, prefix: str) -> Dataset:
-    if not prefix:
-        return pairs
-    return pairs.map(
-        lambda row: {"sentence1": prefix + row["sentence1"], "sentence2": prefix + row["sentence2"]}
-    )
+def _column_prompts(model) -> dict[str, str] | None:
+    """The model's default prompt for each sentence column of the training pairs.
+
+    The trainer tokenizes the training data with the prompts of its arguments only (its collator
+    never reads `model.default_prompt_name`, sentence-transformers 6.2), so the prompt that
+    `encode` applies is handed to it here: every sentence is trained with the prefix once, as it is
+    evaluated. A mapping rather than one string, which the arguments would try to parse as JSON.
+    """
+    prompt = default_prompt(model)
+    return dict.fromkeys(("sentence1", "sentence2"), prompt) if prompt else None
 
 
 def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int) -> StageResult:
@@ -56,6 +61,7 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int
             warmup_steps=stage.warmup_ratio,  # transformers 5: a float < 1 is a ratio
             seed=seed,
             data_seed=seed,
+            prompts=_column_prompts(model),
             # Metrics go through sbert_exp.tracking; checkpoints are not wanted.
             report_to="none",
             save_strategy="no",
@@ -75,7 +81,7 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int
                        pairs=len(pairs) * stage.epochs, steps=int(output.global_step))
 
 
-def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int, prefix: str,
+def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int,
               seed: int) -> tuple[nn.Linear, StageResult]:
     """SoftmaxLoss over (u, v, |u - v|), as in SBERT; returns the trained classifier head."""
     from sentence_transformers.sentence_transformer.losses import SoftmaxLoss
@@ -83,12 +89,12 @@ def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int, prefix
     torch.manual_seed(seed)  # the classifier head is initialised here
     loss = SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(),
                        num_labels=num_labels)
-    result = _train(model, loss, _prefixed(pairs, prefix), stage, seed)
+    result = _train(model, loss, pairs, stage, seed)
     return loss.classifier, result
 
 
-def train_sts(model, pairs: Dataset, stage: StageConfig, prefix: str, seed: int) -> StageResult:
+def train_sts(model, pairs: Dataset, stage: StageConfig, seed: int) -> StageResult:
     """CosineSimilarityLoss on gold scores already scaled to 0..1."""
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
-    return _train(model, CosineSimilarityLoss(model), _prefixed(pairs, prefix), stage, seed)
+    return _train(model, CosineSimilarityLoss(model), pairs, stage, seed)

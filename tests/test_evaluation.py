@@ -1,0 +1,193 @@
+"""Our metrics against sentence-transformers' own; the prefix saved with the model as a prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from conftest import compose, tiny_overrides
+from sbert_exp import evaluation, modeling, training
+from sbert_exp.data import load_split
+from sbert_exp.pipeline import load_data, run_job
+from sbert_exp.schema import BaseModelConfig, Pooling, Source, StageConfig
+from sbert_exp.tracking import flatten
+
+PREFIX = "query: "
+SENTENCES = ["a man is playing a guitar .", "two dogs are running on the beach .", "a girl",
+             "a woman is slicing an onion .", "the cat is sitting outside", "a boy rides a horse ."]
+BATCH = 16
+# The tiny random BERT's cosines on STSb crowd within a few hundredths of 1, with ties, so the 2e-7
+# that padding to another batch's length adds to an embedding moves Spearman by up to 3e-4. One
+# sentence per batch pads nothing: both sides then embed each sentence bit for bit alike.
+UNPADDED = 1
+
+
+def _base(path: Path, prefix: str = "") -> BaseModelConfig:
+    return BaseModelConfig(name="tiny", source=Source.local, location=str(path), num_layers=12,
+                           pooling=Pooling.mean, max_seq_length=64, prefix=prefix)
+
+
+def _load(path: Path, prefix: str = ""):
+    return modeling.load_base(_base(path, prefix), "cpu", str(path))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batches of one sentence through a hidden-32 model are too small to share among threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sts_test() -> Dataset:
+    """The embedded STSb test split, the one every job is scored on."""
+    cfg, _ = compose(["phase=none"])
+    return load_split(cfg.dataset.sts_test, "sts", "dataset.sts_test")
+
+
+@pytest.fixture(scope="module")
+def nli_test() -> Dataset:
+    """The first 90 pairs of the embedded SNLI test split."""
+    cfg, _ = compose(["phase=nli"])
+    d = cfg.dataset
+    return load_split(d.nli_test, "nli", "dataset.nli_test", d.num_labels).select(range(90))
+
+
+def _library_sts(model, pairs: Dataset, batch_size: int) -> dict[str, float]:
+    from sentence_transformers.sentence_transformer.evaluation import (
+        EmbeddingSimilarityEvaluator,
+    )
+
+    evaluator = EmbeddingSimilarityEvaluator(
+        pairs["sentence1"], pairs["sentence2"], pairs["score"], batch_size=batch_size,
+        similarity_fn_names=["cosine"], write_csv=False)
+    return evaluator(model)
+
+
+# 1. The prefix as a prompt: the very embeddings of the prefixed text, saved with the model.
+
+def test_prompt_gives_exactly_the_embeddings_of_the_prefixed_text(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    by_hand = _load(tiny_bert).encode([PREFIX + s for s in SENTENCES], convert_to_numpy=True)
+    model = _load(tiny_bert, PREFIX)
+    assert np.array_equal(model.encode(SENTENCES, convert_to_numpy=True), by_hand)
+
+    model.save(str(tmp_path / "model"))
+    reloaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    assert reloaded.default_prompt_name == "query"
+    assert reloaded.prompts["query"] == reloaded.prompts["document"] == PREFIX
+    for encode in (reloaded.encode, reloaded.encode_query, reloaded.encode_document):
+        assert np.array_equal(encode(SENTENCES, convert_to_numpy=True), by_hand)
+
+
+def test_empty_prefix_sets_no_prompt(tiny_bert):
+    model = _load(tiny_bert)
+    assert model.default_prompt_name is None
+    assert not any(model.prompts.values())
+
+
+def test_training_sees_the_prefix_once(tiny_bert):
+    """The trainer ignores the default prompt; ours hands it over, so training equals by-hand."""
+    pairs = Dataset.from_dict({"sentence1": SENTENCES * 2, "sentence2": SENTENCES[::-1] * 2,
+                               "score": [i / 11 for i in range(12)]})
+    stage = StageConfig(max_pairs=None, batch_size=4, lr=1e-3)
+    prompted = _load(tiny_bert, PREFIX)
+    training.train_sts(prompted, pairs, stage, seed=0)
+    by_hand = _load(tiny_bert)
+    prefixed = pairs.map(lambda row: {"sentence1": PREFIX + row["sentence1"],
+                                      "sentence2": PREFIX + row["sentence2"]})
+    training.train_sts(by_hand, prefixed, stage, seed=0)
+    untouched = modeling.hf_model(_load(tiny_bert)).state_dict()
+    trained = modeling.hf_model(by_hand).state_dict()
+    assert any(not torch.equal(v, untouched[k]) for k, v in trained.items())
+    for key, value in modeling.hf_model(prompted).state_dict().items():
+        assert torch.equal(value, trained[key]), key
+
+
+# 2. Our evaluators against the library's.
+
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+def test_sts_scores_equal_embedding_similarity_evaluator(tiny_bert, sts_test, prefix):
+    pairs = sts_test.select(range(300))
+    sentences = [*pairs["sentence1"], *pairs["sentence2"]]
+    assert len(set(sentences)) < len(sentences)  # some sentences recur: ours embeds them once
+    model = _load(tiny_bert, prefix)
+    ours = evaluation.sts_scores(model, pairs, UNPADDED)
+    library = _library_sts(model, pairs, UNPADDED)
+    assert ours["spearman_cosine"] == pytest.approx(library["spearman_cosine"], abs=1e-6)
+    assert ours["pearson_cosine"] == pytest.approx(library["pearson_cosine"], abs=1e-6)
+    assert abs(ours["spearman_cosine"]) > 0.01  # a real correlation, not a degenerate 0 or nan
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+def test_nli_accuracy_equals_argmax_of_softmax_loss(tiny_bert, nli_test, prefix):
+    from sentence_transformers.sentence_transformer.losses import SoftmaxLoss
+
+    model = _load(tiny_bert, prefix)
+    torch.manual_seed(1)
+    loss = SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(), num_labels=3)
+    prompt = modeling.default_prompt(model)
+    model.eval()
+
+    def library_logits() -> torch.Tensor:
+        # One pair per forward, so that no padding separates these embeddings from ours.
+        rows = []
+        with torch.no_grad():
+            for s1, s2 in zip(nli_test["sentence1"], nli_test["sentence2"], strict=True):
+                features = [model.preprocess([s], prompt=prompt) for s in (s1, s2)]
+                rows.append(loss(features, labels=None)[1])
+        return torch.cat(rows)
+
+    # Centre the random head on these pairs: (u, v, |u - v|) share one large direction, which
+    # alone would make every pair the same class and the accuracy a mere label frequency.
+    with torch.no_grad():
+        before = library_logits()
+        loss.classifier.bias -= before.mean(dim=0)
+    predicted = library_logits().argmax(dim=1).numpy()
+    assert len(set(predicted)) == 3
+    expected = float((predicted == np.asarray(nli_test["label"])).mean())
+    ours = evaluation.nli_accuracy(model, loss.classifier, nli_test, UNPADDED)
+    assert ours["accuracy"] == expected
+
+
+# 3. A job's saved model, reloaded by sentence-transformers alone, scores what the job logged.
+
+def test_saved_model_reproduces_the_logged_score_with_no_prefix_by_hand(tiny_bert, tmp_path):
+    from omegaconf import OmegaConf
+    from sentence_transformers import SentenceTransformer
+
+    overrides = [o for o in tiny_overrides(tiny_bert, tmp_path) if o != "base_model.prefix="]
+    overrides += [f"base_model.prefix='{PREFIX}'", "pruning.keep=3", "eval.every_stage=false",
+                  f"eval.batch_size={UNPADDED}"]
+    cfg, dict_cfg = compose(overrides)
+    assert cfg.base_model.prefix == PREFIX
+    out = tmp_path / "job"
+    out.mkdir()
+    metrics = run_job(cfg, out, flatten(OmegaConf.to_container(dict_cfg, resolve=True)))
+
+    reloaded = SentenceTransformer(str(out / "model"), device="cpu")
+    assert reloaded.default_prompt_name == "query"
+    assert reloaded.prompts["query"] == PREFIX
+    scores = _library_sts(reloaded, load_data(cfg).sts_test, UNPADDED)
+    assert scores["spearman_cosine"] == pytest.approx(metrics["sts_test/spearman_cosine"],
+                                                      abs=1e-6)
+    assert scores["pearson_cosine"] == pytest.approx(metrics["sts_test/pearson_cosine"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_e5_sts_scores_equal_embedding_similarity_evaluator(sts_test):
+    """The real e5 with its `query: ` prompt, on all of STSb test."""
+    cfg, _ = compose(["base_model=e5_small"])
+    model = modeling.load_base(cfg.base_model, "cpu", modeling.locate(cfg.base_model))
+    assert modeling.default_prompt(model) == "query: "
+    ours = evaluation.sts_scores(model, sts_test, BATCH)
+    library = _library_sts(model, sts_test, BATCH)
+    assert ours["spearman_cosine"] == pytest.approx(library["spearman_cosine"], abs=1e-6)
+    assert ours["pearson_cosine"] == pytest.approx(library["pearson_cosine"], abs=1e-6)
