@@ -30,7 +30,8 @@ def bench_model(name: str, variants: list[tuple[int, str]], rounds: int, limit: 
     cfg = compose([f"base_model={name}", "pruning=unpruned"])
     model = modeling.load_base(cfg.base_model, "cuda" if modeling.torch.cuda.is_available()
                                else "cpu", modeling.locate(cfg.base_model))
-    sentences = sts_test_sentences(cfg.base_model.prefix)[:limit]
+    sentences = sts_test_sentences("")[:limit]  # encode adds the prefix: the model's prompt
+    prompted = [(modeling.default_prompt(model) or "") + s for s in sentences]
     depth = modeling.num_layers(model)
 
     def encode(keep: list[int]):
@@ -42,7 +43,7 @@ def bench_model(name: str, variants: list[tuple[int, str]], rounds: int, limit: 
 
     def tokenize() -> None:
         for i in range(0, len(sentences), batch_size):
-            model.preprocess(sentences[i:i + batch_size])
+            model.preprocess(prompted[i:i + batch_size])
 
     kept = {k: kept_layers(depth, k, strategy) for k, strategy in variants}
     timed = {"full": encode(list(range(depth))), "none": encode([]), "tokenize": tokenize,

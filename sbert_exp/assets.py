@@ -295,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.names:
             path = prepare(name, force=args.force) if args.cmd == "prepare" else resolve(name)
             log.info("%-10s ok  %s", name, path)
-    except AssetError as e:
+    except AssetError as e:  # the user's to fix: one line, exit code 2 as in train and report
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -79,15 +79,20 @@ def model_depth(path: str) -> int:
                       "architectures with a layer stack (BERT, RoBERTa, MPNet, DistilBERT) prune")
 
 
+def check_depth(base: BaseModelConfig, path: str) -> None:
+    """The model at `path` has the declared `base_model.num_layers` (read from its config.json)."""
+    depth = model_depth(path)
+    if depth != base.num_layers:
+        raise ConfigError(f"base_model.num_layers={base.num_layers} but {base.location} has "
+                          f"{depth} layers: set base_model.num_layers={depth}")
+
+
 def load_base(base: BaseModelConfig, device: str, path: str, seed: int = 0):
     """Load the base encoder found at `path` (see `locate`), checking its depth first."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    depth = model_depth(path)
-    if depth != base.num_layers:
-        raise ConfigError(f"base_model.num_layers={base.num_layers} but {base.location} has "
-                          f"{depth} layers: set base_model.num_layers={depth}")
+    check_depth(base, path)
     if Path(path, "modules.json").is_file():
         model = SentenceTransformer(path, device=device)
     else:

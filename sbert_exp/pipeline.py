@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
@@ -17,9 +18,18 @@ from sbert_exp import evaluation, modeling, training
 from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, subsample
 from sbert_exp.errors import ConfigError
-from sbert_exp.pruning import PruningError, kept_layers
+from sbert_exp.fingerprint import Fingerprint, fingerprint
+from sbert_exp.pruning import PruningError, kept_layers, pruning_label
 from sbert_exp.schema import Init, StageConfig, TrainConfig
-from sbert_exp.tracking import CONFIG_KEY_TAG, REUSED_TAG, Run, Tracker
+from sbert_exp.tracking import (
+    CONFIG_KEY_TAG,
+    JOB_TAG,
+    MODEL_DIR_TAG,
+    REUSED_TAG,
+    FinishedRun,
+    Run,
+    Tracker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,63 +110,137 @@ def load_data(cfg: TrainConfig) -> JobData:
     return JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test, sts_train=sts_train)
 
 
-def config_key(cfg: TrainConfig, kept: list[int]) -> str:
-    """A digest of everything that determines a job's result.
+@dataclass
+class Checked:
+    """A job whose config, model files and data passed every check; nothing is loaded yet."""
 
-    The kept layers stand for keep/strategy/layers, so keep=all is one key for every strategy;
-    tracking, device and saving do not change results and are left out.
+    kept: list[int]
+    device: str
+    model_path: str
+    data: JobData
+    fingerprint: Fingerprint
+
+
+def check(cfg: TrainConfig) -> Checked:
+    """Every check that needs no model weights: config, model files and depth, every data split.
+
+    A sweep runs it for all its jobs before it writes or logs anything; a job runs it before
+    its MLflow run opens.
     """
-    payload = {
-        "base_model": asdict(cfg.base_model), "kept_layers": kept, "phase": asdict(cfg.phase),
-        "dataset": asdict(cfg.dataset), "eval": asdict(cfg.eval), "seed": cfg.seed,
-    }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    kept = plan(cfg)
+    device = modeling.resolve_device(cfg.device)
+    model_path = modeling.locate(cfg.base_model)
+    modeling.check_depth(cfg.base_model, model_path)
+    data = load_data(cfg)
+    return Checked(kept=kept, device=device, model_path=model_path, data=data,
+                   fingerprint=fingerprint(cfg, kept, device, model_path))
 
 
 def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             tags: dict[str, str] | None = None, parent_run_id: str | None = None,
-            lock_dir: Path | None = None) -> dict[str, float]:
+            lock_dir: Path | None = None, job: int | None = None) -> dict[str, float]:
     """Run one pruning experiment; returns the metrics also written to output_dir/metrics.json.
 
-    A finished run with the same effective config (see `config_key`) is reused instead of
-    trained again; with cfg.force only a run of this sweep (`parent_run_id`) is. Jobs given a
-    `lock_dir` (a sweep's folder) take the config's lock first, so parallel jobs with one config
-    train it once: the others wait, then reuse.
+    A finished run with the same fingerprint (config, device, precision, package versions,
+    file contents: see `sbert_exp.fingerprint`) is reused instead of trained again, its saved
+    model linked into this job's folder; with cfg.force only a run of this sweep
+    (`parent_run_id`) is. Jobs given a `lock_dir` (a sweep's folder) take the config's lock
+    first, so parallel jobs with one config train it once: the others wait, then reuse. A job
+    that already finished in an earlier attempt of the same sweep (`job`, its number) only
+    restores its folder.
     """
     started = time.perf_counter()
-    # 1. Check the config, the model's assets and every data split: cheap, and before any load.
-    kept = plan(cfg)
-    key = config_key(cfg, kept)
+    # 1. Check the config, the model's files and every data split: cheap, and before any load.
+    checked = check(cfg)
+    kept, fp = checked.kept, checked.fingerprint
     tracker = Tracker(cfg.tracking)
-    run_name = f"{cfg.base_model.name}-{cfg.pruning.strategy.value}-keep{len(kept)}"
+    if parent_run_id is None:
+        tracker.end_dead_runs()  # a sweep does this once, before its jobs
+    run_name = "-".join([cfg.base_model.name, *pruning_label(
+        cfg.pruning.keep, cfg.pruning.strategy, cfg.pruning.layers)])
     if cfg.base_model.init is Init.random:
         run_name += "-random"
-    tags = {**(tags or {}), CONFIG_KEY_TAG: key}
-    params = {**params, "pruning.kept_layers": ",".join(map(str, kept))}
-    device = modeling.resolve_device(cfg.device)
-    model_path = modeling.locate(cfg.base_model)
-    data = load_data(cfg)
-    with _config_lock(lock_dir, key):
+    tags = {**(tags or {}), CONFIG_KEY_TAG: fp.key}
+    if job is not None:
+        tags[JOB_TAG] = str(job)
+    params = {**params, "pruning.kept_layers": ",".join(map(str, kept)),
+              **{f"fingerprint.{k}": v for k, v in fp.parts.items()}}
+    _remove_partial_saves(output_dir)
+    with _config_lock(lock_dir, fp.key):
+        if parent_run_id is not None and job is not None:
+            done = tracker.find_finished(fp.key, parent_run_id, job)
+            if done and _restore(done, cfg.save_model, output_dir):
+                log.info("job %d already finished in this sweep (run %s): folder restored",
+                         job, done[0].run_id)
+                return done[0].metrics
         if cfg.force and parent_run_id is None:
-            previous = None
+            previous = []
         else:
-            previous = tracker.find_finished(key, parent_run_id if cfg.force else None)
-        if previous is not None:
+            previous = tracker.find_finished(fp.key, parent_run_id if cfg.force else None)
+        model = output_dir / "model"
+        if previous and cfg.save_model and not _link_model(previous, model):
+            log.info("finished run %s has no saved model left: training again",
+                     previous[0].run_id)
+            previous = []
+        if previous:
+            origin = previous[0]
             log.info("same config as finished run %s: reusing its results (force=true reruns)",
-                     previous.run_id)
-            with tracker.run(run_name, tags={**tags, REUSED_TAG: previous.run_id},
-                             parent_run_id=parent_run_id) as run:
+                     origin.run_id)
+            reuse_tags = {**tags, REUSED_TAG: origin.run_id}
+            if cfg.save_model:
+                reuse_tags[MODEL_DIR_TAG] = str(model.resolve())
+            with tracker.run(run_name, tags=reuse_tags, parent_run_id=parent_run_id) as run:
                 run.log_params(params)
-                run.log_metrics(previous.metrics)
+                run.log_metrics(origin.metrics)
                 write_text(output_dir / "metrics.json",
-                           json.dumps(previous.metrics, indent=2, sort_keys=True))
+                           json.dumps(origin.metrics, indent=2, sort_keys=True))
                 run.log_artifact(output_dir / "metrics.json")
-            return previous.metrics
+            return origin.metrics
         with tracker.run(run_name, tags=tags, parent_run_id=parent_run_id) as run:
             run.log_params(params)
-            return _train_and_evaluate(cfg, kept, data, device, model_path, output_dir, run,
-                                       started)
+            return _train_and_evaluate(cfg, kept, checked.data, checked.device,
+                                       checked.model_path, output_dir, run, started)
+
+
+def _remove_partial_saves(output_dir: Path) -> None:
+    """A process killed while saving leaves its temporary model folder: drop it."""
+    for partial in output_dir.glob(".model-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _restore(done: list[FinishedRun], save_model: bool, output_dir: Path) -> bool:
+    """Give a job folder the outputs of its finished run; False when the model is gone."""
+    if save_model and not _link_model(done, output_dir / "model"):
+        return False
+    write_text(output_dir / "metrics.json", json.dumps(done[0].metrics, indent=2,
+                                                       sort_keys=True))
+    return True
+
+
+def _link_model(runs: list[FinishedRun], target: Path) -> bool:
+    """Put a saved model of `runs` at `target`: hard links to its files (no extra disk space,
+    and they outlive the original folder), copies across file systems. False when none of the
+    runs' models is still on disk."""
+    for found in runs:
+        source = Path(found.model_dir) if found.model_dir else None
+        if source is None or not (source / "modules.json").is_file():
+            continue
+        if source.resolve() == target.resolve():
+            return True  # already there (the same job folder)
+        with atomic_dir(target) as work:
+            for path in sorted(source.rglob("*")):
+                dest = work / path.relative_to(source)
+                if path.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, dest)
+                except OSError:
+                    shutil.copy2(path, dest)
+        log.info("model linked from %s", source)
+        return True
+    return False
 
 
 @contextlib.contextmanager
@@ -185,7 +269,7 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
                         started: float) -> dict[str, float]:
     from transformers import set_seed
 
-    prefix, bs = cfg.base_model.prefix, eval_batch_size(cfg.eval.batch_size, device)
+    bs = eval_batch_size(cfg.eval.batch_size, device)
     set_seed(cfg.seed)
     metrics: dict[str, float] = {}
 
@@ -200,7 +284,7 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
     if cfg.eval.speed_rounds:
         sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
                                         *data.sts_test["sentence2"]]))
-        sentences = [prefix + s for s in sentences[: cfg.eval.speed_sentences]]
+        sentences = sentences[: cfg.eval.speed_sentences]
         speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
         record({f"speed/{k}": v for k, v in speed.items()})
 
@@ -220,7 +304,7 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
 
     # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
     def eval_sts(tag: str, step: int) -> None:
-        scores = evaluation.sts_scores(model, data.sts_test, prefix, bs)
+        scores = evaluation.sts_scores(model, data.sts_test, bs)
         record({f"{tag}/sts_test/{k}": v for k, v in scores.items()})
         # The unprefixed name always holds the latest score; its history has one
         # step per evaluation (0 before training, then one per stage).
@@ -232,15 +316,15 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
         eval_sts("before", 0)
     if nli is not None:
         classifier, result = training.train_nli(model, data.nli_train, nli,
-                                                cfg.dataset.num_labels, prefix, cfg.seed)
+                                                cfg.dataset.num_labels, cfg.seed)
         record(result.metrics("nli"))
         if data.nli_test is not None:
-            acc = evaluation.nli_accuracy(model, classifier, data.nli_test, prefix, bs)
+            acc = evaluation.nli_accuracy(model, classifier, data.nli_test, bs)
             record({f"nli_test/{k}": v for k, v in acc.items()})
         if every or sts is None:
             eval_sts("after_nli", 1)
     if sts is not None:
-        result = training.train_sts(model, data.sts_train, sts, prefix, cfg.seed)
+        result = training.train_sts(model, data.sts_train, sts, cfg.seed)
         record(result.metrics("sts"))
         eval_sts("after_sts", 2)
 
@@ -248,6 +332,7 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
     if cfg.save_model:
         with atomic_dir(output_dir / "model") as work:
             model.save(str(work))
+        run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     run.log_artifact(output_dir / "metrics.json")

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
-from sbert_exp.pruning import Strategy
+from sbert_exp.errors import ConfigError
+from sbert_exp.pruning import Strategy, pruning_label
 
 
 class Source(StrEnum):
@@ -154,6 +155,36 @@ class TrainConfig:
     force: bool = False
 
 
+def to_train_config(cfg: DictConfig) -> TrainConfig:
+    """The typed config of a composed job config (without its `hydra` node).
+
+    Dataset splits that the phase never reads are dropped first (set to null), so that
+    `phase=none dataset=local_files` needs no training files; then every remaining `???`
+    must be set.
+    """
+    with read_write(cfg), open_dict(cfg):
+        for stage, splits in (("nli", ("nli_train", "nli_test")), ("sts", ("sts_train",))):
+            if OmegaConf.is_missing(cfg, "phase") or OmegaConf.is_missing(cfg, "dataset"):
+                break
+            if cfg.phase.get(stage) is None:
+                for split in splits:
+                    if split in cfg.dataset:
+                        cfg.dataset[split] = None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set: add {missing[0]}=... "
+                          "to the command")
+    return OmegaConf.to_object(cfg)
+
+
 def register_configs() -> None:
-    """Make the schema the base of conf/train.yaml, so every group option is type-checked."""
+    """Make the schema the base of conf/train.yaml, so every group option is type-checked;
+    register `${pruning_label:KEEP,STRATEGY,LAYERS}`, which names a sweep's job folders.
+
+    Launchers that run jobs in other processes (joblib, submitit) carry the registered
+    resolvers there in Hydra's singleton state.
+    """
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    OmegaConf.register_new_resolver(
+        "pruning_label", lambda keep, strategy, layers: "_".join(
+            pruning_label(keep, strategy, layers)), replace=True)

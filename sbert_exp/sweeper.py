@@ -11,11 +11,12 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from sbert_exp.atomic import write_text
 from sbert_exp.errors import UserError
-from sbert_exp.schema import TrackingConfig
-from sbert_exp.tracking import Tracker
+from sbert_exp.schema import TrackingConfig, to_train_config
+from sbert_exp.tracking import Tracker, check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,26 @@ class TrackedSweeper(Sweeper):
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         basic.overrides = basic.split_arguments(parsed, basic.max_batch_size)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        tracking = TrackingConfig(**OmegaConf.to_container(self.config.tracking, resolve=True))
+
+        # 1. Every check before anything is written or logged: the tracking server answers, and
+        # every job composes and passes its checks (config, model files, data).
+        check_reachable(tracking)
+        self._check_jobs(swept)
+
+        # 2. Runs that a killed process left RUNNING become KILLED; the same sweep folder
+        # continues its own parent run.
+        tracker = Tracker(tracking)
+        tracker.end_dead_runs()
+        resume = read_sweep_file(sweep_dir).get("parent_run_id")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-
-        tracking = TrackingConfig(**OmegaConf.to_container(self.config.tracking, resolve=True))
-        tracker = Tracker(tracking)
         sweep_id = f"{sweep_dir.parent.name}/{sweep_dir.name}"
         overrides = " ".join(self.config.hydra.overrides.task) or "(none)"
         parent = tracker.start_parent(f"sweep {sweep_id}",
                                       {"sweep_id": sweep_id, "overrides": overrides,
-                                       "sweep_dir": str(sweep_dir.resolve())})
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps({
+                                       "sweep_dir": str(sweep_dir.resolve())}, resume=resume)
+        write_text(sweep_dir / SWEEP_FILE, json.dumps({
             "parent_run_id": parent, "tracking_uri": tracking.uri,
             "experiment": tracking.experiment, "sweep_id": sweep_id}, indent=1))
 
@@ -84,10 +94,7 @@ class TrackedSweeper(Sweeper):
         finished = False
         try:
             while not basic.is_done():
-                batch = basic.get_job_batch()
-                tic = time.perf_counter()
-                basic.validate_batch_is_legal(batch)  # composition errors before any job runs
-                log.debug("validated %d jobs in %.2f s", len(batch), time.perf_counter() - tic)
+                batch = basic.get_job_batch()  # composed and checked above
                 results = list(basic.launcher.launch(batch, initial_job_idx=initial_job_idx))
                 for idx, result in enumerate(results, start=initial_job_idx):
                     if result.status != JobStatus.COMPLETED:
@@ -107,3 +114,25 @@ class TrackedSweeper(Sweeper):
                               + (f" (and {len(failed) - 1} more, listed above)"
                                  if len(failed) > 1 else ""))
         return returns
+
+    def _check_jobs(self, swept: set[str]) -> None:
+        """Compose every job of the sweep and run its checks; the first failure ends the sweep."""
+        from sbert_exp.pipeline import check
+
+        basic = self.basic
+        assert basic.hydra_context is not None and self.config is not None
+        loader = basic.hydra_context.config_loader
+        jobs = [overrides for batch in basic.overrides for overrides in batch]
+        tic = time.perf_counter()
+        for idx, overrides in enumerate(jobs):
+            cfg = loader.load_sweep_config(master_config=self.config,
+                                           sweep_overrides=list(overrides))
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]
+            try:
+                check(to_train_config(cfg))
+            except UserError as e:
+                own = [o for o in overrides if o.split("=", 1)[0] in swept]
+                raise UserError(f"job #{idx} {' '.join(own) or '(no swept values)'}: {e}; "
+                                "nothing ran") from None
+        log.info("checked %d jobs in %.1f s", len(jobs), time.perf_counter() - tic)

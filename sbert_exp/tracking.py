@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from sbert_exp.errors import ConfigError
 from sbert_exp.schema import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,58 @@ PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "sbert_exp.sweep"
 CONFIG_KEY_TAG = "sbert_exp.config_key"
 REUSED_TAG = "sbert_exp.reused_from"
+JOB_TAG = "sbert_exp.job"  # the job's number in its sweep
+MODEL_DIR_TAG = "sbert_exp.model_dir"  # where the job saved its model
+# Who runs a run: a rerun marks runs whose process is gone KILLED instead of leaving them RUNNING.
+HOST_TAG, PID_TAG, PID_START_TAG = "sbert_exp.host", "sbert_exp.pid", "sbert_exp.pid_started"
+
+# MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by
+# default: minutes before an unreachable server is reported. Shorter, unless the user set them.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+for _name, _value in HTTP_SETTINGS.items():
+    os.environ.setdefault(_name, _value)
+PROBE_TIMEOUT_S = 5.0  # connect and read timeout of the one request that checks a server
+
+
+def check_reachable(cfg: TrackingConfig) -> None:
+    """An HTTP tracking server must answer its /health request; raise one line otherwise.
+
+    One request, no retries: an unreachable server is reported within PROBE_TIMEOUT_S seconds
+    of connect plus read time, before anything is loaded or written.
+    """
+    if not cfg.enabled or not cfg.uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        response = requests.get(cfg.uri.rstrip("/") + "/health",
+                                timeout=(PROBE_TIMEOUT_S, PROBE_TIMEOUT_S))
+        ok = response.status_code < 500
+    except requests.RequestException:
+        ok = False
+    if not ok:
+        raise ConfigError(f"tracking server {cfg.uri} does not answer: start it with "
+                          "make mlflow-server, or use tracking=sqlite")
+
+
+def _owner_tags() -> dict[str, str]:
+    import psutil
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PID_START_TAG: f"{psutil.Process().create_time():.2f}"}
+
+
+def _is_alive(pid: int, started: float) -> bool:
+    """Whether process `pid` still runs and is the one that started at `started` (not a reuse)."""
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except psutil.AccessDenied:
+        return True  # another user's process: it exists
+    except (psutil.NoSuchProcess, ValueError):
+        return False
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -90,6 +145,9 @@ class Run:
             self._client.log_artifact(self.run_id, str(path), artifact_path)
 
 
+_opened: set[str] = set()  # store URIs this process has opened (and so created or migrated)
+
+
 class Tracker:
     def __init__(self, cfg: TrackingConfig) -> None:
         self.cfg = cfg
@@ -98,7 +156,15 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         # An explicit client: no process-wide active run or URI to leak between sweep jobs.
-        return MlflowClient(tracking_uri=self.cfg.uri)
+        if self.cfg.uri in _opened:
+            return MlflowClient(tracking_uri=self.cfg.uri)
+        # The first client of a process creates a new SQLite store and runs its migrations:
+        # two processes doing that at once break it ("duplicate column name"). One at a time.
+        with _store_lock(self.cfg.uri):
+            client = MlflowClient(tracking_uri=self.cfg.uri)
+            client.search_experiments(max_results=1)
+        _opened.add(self.cfg.uri)
+        return client
 
     def _store_exists(self) -> bool:
         """False for a SQLite store not created yet: a lookup must not create it."""
@@ -112,7 +178,7 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         # Parallel jobs may all find no experiment; one creates it, the others wait and reuse.
-        with _experiment_lock(self.cfg.uri, self.cfg.experiment):
+        with _store_lock(self.cfg.uri):
             found = client.get_experiment_by_name(self.cfg.experiment)
             if found is not None:
                 return found.experiment_id
@@ -126,6 +192,14 @@ class Tracker:
                     raise
                 return found.experiment_id
 
+    def _existing_experiment(self) -> tuple[Any, str] | None:
+        """(client, experiment id) when the store and experiment exist; never creates them."""
+        if not self.cfg.enabled or not self._store_exists():
+            return None
+        client = self._client()
+        found = client.get_experiment_by_name(self.cfg.experiment)
+        return None if found is None else (client, found.experiment_id)
+
     @contextlib.contextmanager
     def run(self, name: str, tags: Mapping[str, str] | None = None,
             parent_run_id: str | None = None) -> Iterator[Run]:
@@ -134,7 +208,7 @@ class Tracker:
             yield Run(None, None)
             return
         client = self._client()
-        all_tags = dict(tags or {})
+        all_tags = {**(tags or {}), **_owner_tags()}
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id  # how MLflow nests a child under its parent
         created = client.create_run(self._experiment_id(client), run_name=name, tags=all_tags)
@@ -151,13 +225,33 @@ class Tracker:
             raise
         client.set_terminated(run.run_id, status="FINISHED")
 
-    def start_parent(self, name: str, tags: Mapping[str, str]) -> str | None:
-        """Open the parent run of a sweep; it stays RUNNING until `end_parent`."""
+    def start_parent(self, name: str, tags: Mapping[str, str],
+                     resume: str | None = None) -> str | None:
+        """Open the parent run of a sweep (or reopen `resume`); it stays RUNNING until
+        `end_parent`."""
         if not self.cfg.enabled:
             return None
         client = self._client()
+        if resume is not None:
+            try:
+                previous = client.get_run(resume)
+            except Exception:
+                previous = None  # deleted, or another store: start a new parent
+            if previous is not None:
+                owner = previous.data.tags
+                if previous.info.status == "RUNNING" and _alive_owner(owner):
+                    raise ConfigError(
+                        f"this sweep folder is in use: its parent run {resume} is RUNNING in "
+                        f"process {owner[PID_TAG]}: wait for it, or choose another hydra.sweep.dir")
+                client.update_run(resume, status="RUNNING")
+                for key, value in _owner_tags().items():
+                    client.set_tag(resume, key, value)
+                if "failed_jobs" in owner:  # from the interrupted attempt
+                    client.delete_tag(resume, "failed_jobs")
+                log.info("continuing the sweep's parent run %s", resume)
+                return resume
         created = client.create_run(self._experiment_id(client), run_name=name,
-                                    tags={**tags, SWEEP_TAG: "parent"})
+                                    tags={**tags, SWEEP_TAG: "parent", **_owner_tags()})
         return created.info.run_id
 
     def end_parent(self, run_id: str | None, failed: Sequence[str], jobs: int,
@@ -171,28 +265,62 @@ class Tracker:
             client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
         client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
-    def find_finished(self, config_key: str,
-                      parent_run_id: str | None = None) -> FinishedRun | None:
-        """The earliest FINISHED job run with this config key (under this parent, if given)."""
-        if not self.cfg.enabled or not self._store_exists():
-            return None
-        client = self._client()
-        found = client.get_experiment_by_name(self.cfg.experiment)
-        if found is None:
-            return None
-        runs = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{CONFIG_KEY_TAG}` = '{config_key}' "
-                          "and attributes.status = 'FINISHED'"
-                          + (f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
-                             if parent_run_id else ""),
-            order_by=["attributes.start_time ASC"], max_results=1,
-        )
-        if not runs:
-            return None
-        run = runs[0]
-        origin = run.data.tags.get(REUSED_TAG, run.info.run_id)
-        return FinishedRun(run_id=origin, metrics=dict(run.data.metrics))
+    def end_dead_runs(self) -> int:
+        """Mark KILLED the RUNNING runs of this experiment whose process on this host is gone.
+
+        A process killed outright (SIGKILL, power loss) cannot close its runs; the next command
+        does. Runs of other hosts, and runs without owner tags, are left as they are.
+        """
+        opened = self._existing_experiment()
+        if opened is None:
+            return 0
+        client, experiment = opened
+        host = socket.gethostname()
+        running = client.search_runs(
+            [experiment], filter_string=f"attributes.status = 'RUNNING' and "
+                                        f"tags.`{HOST_TAG}` = '{host}'", max_results=10_000)
+        ended = 0
+        for found in running:
+            if _alive_owner(found.data.tags):
+                continue
+            pid = found.data.tags.get(PID_TAG)
+            client.set_tag(found.info.run_id, "error",
+                           f"killed: process {pid} on {host} ended without closing this run")
+            client.set_terminated(found.info.run_id, status="KILLED")
+            ended += 1
+        if ended:
+            log.info("marked %d run(s) KILLED: their process on this host is gone", ended)
+        return ended
+
+    def find_finished(self, config_key: str, parent_run_id: str | None = None,
+                      job: int | None = None) -> list[FinishedRun]:
+        """FINISHED job runs with this config key, earliest first (under this parent and with
+        this job number, if given)."""
+        opened = self._existing_experiment()
+        if opened is None:
+            return []
+        client, experiment = opened
+        where = f"tags.`{CONFIG_KEY_TAG}` = '{config_key}' and attributes.status = 'FINISHED'"
+        if parent_run_id:
+            where += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        if job is not None:
+            where += f" and tags.`{JOB_TAG}` = '{job}'"
+        runs = client.search_runs([experiment], filter_string=where,
+                                  order_by=["attributes.start_time ASC"], max_results=1000)
+        return [FinishedRun(run_id=r.data.tags.get(REUSED_TAG, r.info.run_id),
+                            metrics=dict(r.data.metrics),
+                            model_dir=r.data.tags.get(MODEL_DIR_TAG)) for r in runs]
+
+
+def _alive_owner(tags: Mapping[str, str]) -> bool:
+    """Whether the process named by a run's owner tags still runs (True when it cannot tell:
+    another host, or a run logged without owner tags)."""
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return True
+    try:
+        return _is_alive(int(tags[PID_TAG]), float(tags[PID_START_TAG]))
+    except (KeyError, ValueError):
+        return True
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
@@ -238,20 +366,23 @@ def log_artifacts(uri: str, run_id: str, paths: Sequence[Path], artifact_path: s
 
 @dataclass(frozen=True)
 class FinishedRun:
-    run_id: str
+    run_id: str  # the run that trained (a reuse points to it)
     metrics: dict[str, float]
+    model_dir: str | None = None  # where that run, or this reuse of it, keeps the saved model
 
 
 @contextlib.contextmanager
-def _experiment_lock(uri: str, experiment: str) -> Iterator[None]:
-    """A file lock beside a SQLite store (or in the temp dir for servers) for one experiment."""
+def _store_lock(uri: str) -> Iterator[None]:
+    """A file lock beside a SQLite store (or in the temp dir for servers) around its creation,
+    migration and the creation of experiments in it."""
     from filelock import FileLock
 
     prefix = "sqlite:///"
     if uri.startswith(prefix):
         folder = Path(uri[len(prefix):]).expanduser().resolve().parent
+        folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = Path(tempfile.gettempdir())
-    digest = hashlib.sha256(f"{uri}|{experiment}".encode()).hexdigest()[:16]
-    with FileLock(str(folder / f".sbert_exp-{digest}.lock"), timeout=120):
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    with FileLock(str(folder / f".sbert_exp-{digest}.lock"), timeout=300):
         yield

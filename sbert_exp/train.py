@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sbert_exp.errors import ConfigError, UserError
-from sbert_exp.schema import TrainConfig, register_configs
+from sbert_exp.errors import UserError
+from sbert_exp.schema import TrainConfig, register_configs, to_train_config
 from sbert_exp.sweeper import read_sweep_file
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    from sbert_exp.pipeline import run_job
-    from sbert_exp.tracking import flatten
+    from sbert_exp.tracking import check_reachable, flatten
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -37,25 +36,30 @@ def main(cfg: DictConfig) -> float:
     parent = read_sweep_file(Path(hydra_cfg.sweep.dir)).get("parent_run_id") if multirun else None
     params: dict[str, str] = {}
     try:
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise ConfigError(f"{', '.join(missing)} must be set: add {missing[0]}=... "
-                              "to the command")
-        train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+        train_cfg: TrainConfig = to_train_config(cfg)
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
+        if not multirun:  # a sweep checked its server before its first job
+            check_reachable(train_cfg.tracking)
+        from sbert_exp.pipeline import run_job  # torch, transformers: seconds to import
         # Jobs of one sweep with one config (keep=all under every strategy) take turns on a
         # lock in the sweep folder, so that parallel launchers also train it once.
         lock_dir = Path(hydra_cfg.sweep.dir) / ".locks" if multirun else None
         metrics = run_job(train_cfg, output_dir, params, tags, parent_run_id=parent,
-                          lock_dir=lock_dir)
+                          lock_dir=lock_dir, job=hydra_cfg.job.num if multirun else None)
     except UserError as e:
-        _remove_unfinished(output_dir, multirun)
         if multirun:
-            log.error("%s", e)  # the sweep goes on; this job's log says why it failed
+            # The sweep checked every job before it started, so this is news (a file changed
+            # meanwhile): the sweep goes on, and this job's folder and .log say why it failed.
+            log.error("%s", e)
             _record_failed_job(cfg, hydra_cfg.job.num, params, tags, parent, e)
             raise
+        _remove_unfinished(output_dir)
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception:
+        if multirun:  # the sweep goes on; the job's .log keeps the traceback
+            log.exception("job %d failed", hydra_cfg.job.num)
+        raise
     return metrics["sts_test/spearman_cosine"]
 
 
@@ -73,25 +77,20 @@ def _record_failed_job(cfg: DictConfig, num: int, params: dict[str, str], tags: 
             raise error
 
 
-def _remove_unfinished(output_dir: Path, multirun: bool) -> None:
-    """Drop the folder Hydra made for a job that failed its checks: nothing half-written stays.
-
-    A single run's folder is outputs/DATE/TIME: the folders it created below the working
-    directory go too when this left them empty. A sweep's job folder sits in the sweep
-    folder, which stays.
-    """
+def _remove_unfinished(output_dir: Path) -> None:
+    """Drop the folder Hydra made for a single run that failed its checks, and the dated folders
+    above it that this left empty (outputs/DATE/TIME): nothing half-written stays."""
     if (output_dir / "metrics.json").exists() or (output_dir / "model").exists():
         return
     shutil.rmtree(output_dir, ignore_errors=True)
-    if not multirun:
-        cwd = Path.cwd().resolve()
-        for parent in output_dir.resolve().parents:
-            if cwd not in parent.parents:  # never the working directory or anything above
-                break
-            try:
-                parent.rmdir()
-            except OSError:  # not empty: other runs live there
-                break
+    cwd = Path.cwd().resolve()
+    for parent in output_dir.resolve().parents:
+        if cwd not in parent.parents:  # never the working directory or anything above
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: other runs live there
+            break
 
 
 def _schema_keys(object_type: object) -> str:

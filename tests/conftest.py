@@ -12,7 +12,6 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///should-not-be-used.db")
 
 import pytest  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -39,7 +38,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
     vocab = list(dict.fromkeys(specials + WORDS + letters + [f"##{c}" for c in letters]))
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(out)
+    BertTokenizerFast(vocab=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(out)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=TINY_LAYERS,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
@@ -73,7 +72,8 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
 
     import sbert_exp.train  # noqa: F401  (registers the schema)
+    from sbert_exp.schema import to_train_config
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides)
-    return OmegaConf.to_object(cfg), cfg
+    return to_train_config(cfg), cfg

@@ -315,29 +315,34 @@ def test_exception_in_training_fails_only_that_job(tiny_bert, tmp_path, monkeypa
     kids = sorted(children[parents[0].info.run_id], key=lambda r: r.data.params["pruning.keep"])
     assert [r.info.status for r in kids] == ["FAILED", "FINISHED"]
     assert kids[0].data.tags["error"] == "OutOfMemoryError: CUDA out of memory (simulated)"
+    # The failed job keeps its folder, and its .log says what happened.
+    failed_dir = tmp_path / "sweep" / "0_tiny_bert_pretrained_top_keep1"
+    log_text = "".join(p.read_text() for p in failed_dir.glob("*.log"))
+    assert "OutOfMemoryError: CUDA out of memory (simulated)" in log_text
     assert (tmp_path / "sweep" / "1_tiny_bert_pretrained_top_keep2" / "metrics.json").is_file()
 
 
-def test_failed_job_does_not_stop_the_sweep(tiny_bert, tmp_path):
+def test_sweep_with_a_job_that_fails_its_checks_runs_nothing(tiny_bert, tmp_path):
+    """Every job is checked before the sweep writes or logs anything: one line, no parent run."""
     proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="none"),
-                  "pruning.keep=13,2")
+                  "pruning.keep=2,13")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: 1 of 2 jobs failed: #0 pruning.keep=13: pruning.keep=13 is out of range: the "
-        "base model has 12 layers, choose pruning.keep between 1 and 12 (base_model=tiny_bert)")
+        "error: job #1 pruning.keep=13: pruning.keep=13 is out of range: the base model has 12 "
+        "layers, choose pruning.keep between 1 and 12 (base_model=tiny_bert); nothing ran")
     assert "Traceback" not in proc.stderr
-    assert json.loads((tmp_path / "sweep" / "1_tiny_bert_pretrained_top_keep2" / "metrics.json")
-                      .read_text())["model/num_layers"] == 2
-    assert not (tmp_path / "sweep" / "0_tiny_bert_pretrained_top_keep13").exists()
-    _, runs = _runs(tmp_path / "mlflow.db", "tests")
-    parents, children = _by_parent(runs)
-    assert parents[0].info.status == "FAILED"
-    assert parents[0].data.tags["failed_jobs"].startswith("#0 pruning.keep=13: ")
-    assert parents[0].data.metrics == {"sweep/jobs": 2, "sweep/failed_jobs": 1}
-    statuses = sorted((r.info.status, r.data.tags.get("error", "")[:40])
-                      for r in children[parents[0].info.run_id])
-    assert statuses == [("FAILED", "ConfigError: pruning.keep=13 is out of r"),
-                        ("FINISHED", "")]
+    assert not (tmp_path / "sweep").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_wrong_depth_of_a_local_model_is_found_before_the_sweep(tiny_bert, tmp_path):
+    proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="none"),
+                  "base_model.num_layers=6", "pruning.keep=2,3")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: job #0 pruning.keep=2: base_model.num_layers=6 but {tiny_bert} has 12 layers: "
+        "set base_model.num_layers=12; nothing ran")
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.slow
