@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from sbert_exp import assets
+from sbert_exp.modeling import precision
 from sbert_exp.schema import BaseModelConfig, Source, SplitConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,6 @@ HASH_CACHE = "file-hashes.json"  # in the asset cache: path -> (size, mtime, SHA
 class Fingerprint:
     key: str  # digest of everything below; the reuse key
     parts: dict[str, str]  # fingerprint.* params: device, precision, versions, content digests
-
-
-def precision(device: str) -> str:
-    """The arithmetic training runs in: float32 on CPU; bf16 where the GPU has it, else fp16."""
-    if not device.startswith("cuda"):
-        return "fp32"
-    import torch
-
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def versions() -> dict[str, str]:

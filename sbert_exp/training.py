@@ -11,7 +11,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from sbert_exp.modeling import default_prompt
+from sbert_exp.modeling import default_prompt, precision
 from sbert_exp.schema import StageConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int
     )
 
     on_cuda = str(model.device).startswith("cuda")
+    mixed = precision(str(model.device))
     with tempfile.TemporaryDirectory(prefix="sbert_exp-trainer-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
@@ -69,8 +70,8 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int
             logging_steps=50,
             dataloader_pin_memory=on_cuda,
             # Mixed precision on a GPU: bf16 where supported, else fp16 with loss scaling.
-            bf16=on_cuda and torch.cuda.is_bf16_supported(),
-            fp16=on_cuda and not torch.cuda.is_bf16_supported(),
+            bf16=mixed == "bf16",
+            fp16=mixed == "fp16",
             use_cpu=not on_cuda,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss)

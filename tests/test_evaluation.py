@@ -183,11 +183,14 @@ def test_saved_model_reproduces_the_logged_score_with_no_prefix_by_hand(tiny_ber
 
 @pytest.mark.slow
 def test_e5_sts_scores_equal_embedding_similarity_evaluator(sts_test):
-    """The real e5 with its `query: ` prompt, on all of STSb test."""
+    """The real e5 with its `query: ` prompt, on the first 300 pairs of STSb test, one sentence
+    a batch: the library encodes each column apart, so equal batch sizes still pad different
+    sentences together, which moves Spearman by about 1e-6 on a subset like this."""
     cfg, _ = compose(["base_model=e5_small"])
     model = modeling.load_base(cfg.base_model, "cpu", modeling.locate(cfg.base_model))
     assert modeling.default_prompt(model) == "query: "
-    ours = evaluation.sts_scores(model, sts_test, BATCH)
-    library = _library_sts(model, sts_test, BATCH)
+    pairs = sts_test.select(range(300))
+    ours = evaluation.sts_scores(model, pairs, UNPADDED)
+    library = _library_sts(model, pairs, UNPADDED)
     assert ours["spearman_cosine"] == pytest.approx(library["spearman_cosine"], abs=1e-6)
     assert ours["pearson_cosine"] == pytest.approx(library["pearson_cosine"], abs=1e-6)
