@@ -124,11 +124,14 @@ class TrackedSweeper(Sweeper):
         loader = basic.hydra_context.config_loader
         jobs = [overrides for batch in basic.overrides for overrides in batch]
         tic = time.perf_counter()
-        for idx, overrides in enumerate(jobs):
+        configs = []  # compose them all first: a typo in one value fails before any file is read
+        for overrides in jobs:
             cfg = loader.load_sweep_config(master_config=self.config,
                                            sweep_overrides=list(overrides))
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
+            configs.append(cfg)
+        for idx, (overrides, cfg) in enumerate(zip(jobs, configs, strict=True)):
             try:
                 check(to_train_config(cfg))
             except UserError as e:
