@@ -12,6 +12,7 @@ class Strategy(StrEnum):
     top = "top"  # remove the top layers: keep layers 0 .. keep-1
     middle = "middle"  # remove a contiguous middle block: keep both ends
     bottom = "bottom"  # remove the bottom layers: keep the last `keep` layers
+    alternate = "alternate"  # remove every other layer, from the top down (Sajjad et al. 2023)
 
 
 class PruningError(ValueError):
@@ -34,10 +35,33 @@ def _keep_bottom_removed(num_layers: int, keep: int) -> list[int]:
     return list(range(num_layers - keep, num_layers))
 
 
+def _alternate_removal_order(num_layers: int) -> list[int]:
+    """Every layer but layer 0, in the order `alternate` removes them.
+
+    Passes over the remaining stack: each pass removes the layers at odd positions of the
+    remaining stack, counted from its bottom (position 0), topmost first. For 12 layers:
+    11 9 7 5 3 1, then 10 6 2, then 4, then 8. Layer 0 is never removed, and a layer's pass
+    depends only on its index, so a deeper model's order extends a shallower one's.
+    """
+    remaining, order = list(range(num_layers)), []
+    while len(remaining) > 1:
+        order += remaining[1::2][::-1]
+        remaining = remaining[::2]
+    return order
+
+
+def _keep_alternate_removed(num_layers: int, keep: int) -> list[int]:
+    # Counting positions from the bottom keeps layer 0 (the one every later layer reads)
+    # and, for an even depth, removes the top layer first, as Sajjad et al. do.
+    removed = set(_alternate_removal_order(num_layers)[: num_layers - keep])
+    return [i for i in range(num_layers) if i not in removed]
+
+
 STRATEGIES = {
     Strategy.top: _keep_top_removed,
     Strategy.middle: _keep_middle_removed,
     Strategy.bottom: _keep_bottom_removed,
+    Strategy.alternate: _keep_alternate_removed,
 }
 
 

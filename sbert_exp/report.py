@@ -37,7 +37,7 @@ COLUMNS = {  # report column -> MLflow metric
     "nli_accuracy": "nli_test/accuracy",
 }
 # `layers`: explicit pruning.layers; `none`: every layer kept, whatever was asked.
-STRATEGY_ORDER = {"top": 0, "middle": 1, "bottom": 2, "layers": 3, "none": 4}
+STRATEGY_ORDER = {"top": 0, "middle": 1, "bottom": 2, "alternate": 3, "layers": 4, "none": 5}
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:
@@ -170,7 +170,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 # Colour says where layers were removed, line style or fill says the init, marker the base.
 COLORS = {"top": "tab:blue", "middle": "tab:orange", "bottom": "tab:green",
-          "layers": "tab:purple", "none": "black"}
+          "alternate": "tab:red", "layers": "tab:purple", "none": "black"}
 MARKERS = "osD^vP*X"
 GREYS = ["dimgrey", "darkgrey", "black", "silver"]  # unpruned levels, one shade a base
 
@@ -193,7 +193,7 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     for (base, init), group in df.groupby(["base", "init"]):
         full = group[group.strategy == "none"]
         random = init == "random"
-        for strategy in ("top", "middle", "bottom"):
+        for strategy in ("top", "middle", "bottom", "alternate"):
             line = pd.concat([group[group.strategy == strategy], full]).sort_values("keep")
             if len(line[line.strategy == strategy]):
                 ax.plot(line.keep, line.sts_final, "--" if random else "-",

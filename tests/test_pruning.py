@@ -33,6 +33,18 @@ from sbert_exp.pruning import (
         (6, 2, "bottom", [4, 5]),
         (6, 4, "middle", [0, 1, 4, 5]),
         (1, 1, "bottom", [0]),
+        # alternate: 11 9 7 5 3 1 go first, then 10 6 2, then 4, then 8; layer 0 stays.
+        (12, 12, "alternate", list(range(12))),
+        (12, 9, "alternate", [0, 1, 2, 3, 4, 5, 6, 8, 10]),
+        (12, 6, "alternate", [0, 2, 4, 6, 8, 10]),
+        (12, 4, "alternate", [0, 2, 4, 8]),
+        (12, 3, "alternate", [0, 4, 8]),
+        (12, 2, "alternate", [0, 8]),
+        (12, 1, "alternate", [0]),
+        (6, 3, "alternate", [0, 2, 4]),
+        (6, 2, "alternate", [0, 4]),
+        (7, 4, "alternate", [0, 2, 4, 6]),  # odd depth: 5 3 1 go first, the top layer stays
+        (1, 1, "alternate", [0]),
     ],
 )
 def test_select_layers_table(num_layers, keep, strategy, expected):
@@ -67,7 +79,7 @@ def test_select_layers_rejects_bad_keep(keep, message):
 
 def test_select_layers_rejects_unknown_strategy():
     with pytest.raises(PruningError, match=r"pruning.strategy='middel' is unknown: "
-                                           r"choose one of top, middle, bottom"):
+                                           r"choose one of top, middle, bottom, alternate"):
         select_layers(12, 6, "middel")
 
 
