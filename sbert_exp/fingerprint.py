@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -121,19 +121,14 @@ def split_digest(split: SplitConfig, where: str) -> str:
 
 
 def read_splits(cfg: TrainConfig) -> dict[str, SplitConfig]:
-    """The dataset splits a job reads, by name (see pipeline.load_data)."""
-    d = cfg.dataset
-    splits = {"sts_test": d.sts_test}
-    if cfg.phase.nli is not None:
-        splits["nli_train"] = d.nli_train
-        if d.nli_test is not None:
-            splits["nli_test"] = d.nli_test
-    if cfg.phase.sts is not None:
-        splits["sts_train"] = d.sts_train
-    return {name: split for name, split in splits.items() if split is not None}
+    """The dataset splits a job reads, by name: the ones its config holds (`to_train_config`
+    sets the others to null)."""
+    return {f.name: getattr(cfg.dataset, f.name) for f in fields(cfg.dataset)
+            if isinstance(getattr(cfg.dataset, f.name), SplitConfig)}
 
 
-def fingerprint(cfg: TrainConfig, kept: list[int], device: str, model_path: str) -> Fingerprint:
+def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
+                model_path: str) -> Fingerprint:
     """The reuse key of a job and its parts.
 
     The kept layers stand for keep/strategy/layers, so keep=all is one key for every strategy;
@@ -144,8 +139,12 @@ def fingerprint(cfg: TrainConfig, kept: list[int], device: str, model_path: str)
     parts["model"] = model_digest(cfg.base_model, model_path)
     for name, split in read_splits(cfg).items():
         parts[f"data.{name}"] = split_digest(split, f"dataset.{name}")
+    # Layers a scored strategy chooses are known after loading: the recipe stands for them.
+    layers = kept if kept is not None else {
+        "strategy": cfg.pruning.strategy.value, "keep": cfg.pruning.keep,
+        "calibration": asdict(cfg.pruning.calibration)}
     config = {
-        "base_model": asdict(cfg.base_model), "kept_layers": kept, "phase": asdict(cfg.phase),
+        "base_model": asdict(cfg.base_model), "kept_layers": layers, "phase": asdict(cfg.phase),
         "dataset": asdict(cfg.dataset), "eval": asdict(cfg.eval), "seed": cfg.seed,
     }
     text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)

@@ -221,6 +221,31 @@ def layers_view(model: nn.Module, keep: Sequence[int]) -> Iterator[None]:
         setattr(encoder.config, depth_field, depth)
 
 
+def hidden_states(model: nn.Module, sentences: Sequence[str],
+                  batch_size: int = 32) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The token states entering and leaving every layer on `sentences` (the model's prompt
+    prepended, as `encode` does): n + 1 float32 tensors [sentences, tokens, hidden], all padded
+    to one length, and their [sentences, tokens] attention mask. Index 0 is the embeddings'
+    output, index i the output of layer i - 1."""
+    encoder = hf_model(model)
+    features = model.preprocess(list(sentences), prompt=default_prompt(model))
+    inputs = {k: v for k, v in features.items()
+              if k in ("input_ids", "attention_mask", "token_type_ids")}
+    states: list[list[torch.Tensor]] = [[] for _ in range(num_layers(model) + 1)]
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(inputs["input_ids"]), batch_size):
+                batch = {k: v[i:i + batch_size].to(model.device) for k, v in inputs.items()}
+                output = encoder(**batch, output_hidden_states=True)
+                for layer, h in enumerate(output.hidden_states):
+                    states[layer].append(h.float().cpu())
+    finally:
+        encoder.train(was_training)
+    return [torch.cat(s) for s in states], inputs["attention_mask"].cpu()
+
+
 def freeze_embeddings(model: nn.Module) -> None:
     """Stop training the encoder's embeddings (the optimizer skips them)."""
     embeddings = getattr(hf_model(model), "embeddings", None)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from sbert_exp import evaluation, modeling, training
+from sbert_exp import evaluation, modeling, selection, training
 from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, subsample
 from sbert_exp.errors import ConfigError
 from sbert_exp.fingerprint import Fingerprint, fingerprint
-from sbert_exp.pruning import PruningError, kept_layers, pruning_label
+from sbert_exp.pruning import SCORED, PruningError, Strategy, kept_layers, pruning_label
 from sbert_exp.schema import Init, StageConfig, TrainConfig
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
@@ -34,13 +34,16 @@ from sbert_exp.tracking import (
 log = logging.getLogger(__name__)
 
 
-def plan(cfg: TrainConfig) -> list[int]:
-    """Check everything that can be checked without loading anything; return the kept layers."""
+def plan(cfg: TrainConfig) -> list[int] | None:
+    """Check everything that can be checked without loading anything; return the kept layers
+    (None when a scored strategy chooses them once the model is loaded)."""
     p = cfg.pruning
     try:
         kept = kept_layers(cfg.base_model.num_layers, p.keep, p.strategy, p.layers)
     except PruningError as e:
         raise ConfigError(f"{e} (base_model={cfg.base_model.name})") from None
+    if kept is None:
+        _check_calibration(cfg)
     stages = {"nli": (cfg.phase.nli, cfg.dataset.nli_train), "sts": (cfg.phase.sts,
                                                                      cfg.dataset.sts_train)}
     for name, (stage, split) in stages.items():
@@ -59,6 +62,26 @@ def plan(cfg: TrainConfig) -> list[int]:
         raise ConfigError("eval.speed_sentences must be at least 1 and eval.speed_rounds at "
                           "least 0 (0: no speed timing)")
     return kept
+
+
+def _check_calibration(cfg: TrainConfig) -> None:
+    p, d = cfg.pruning, cfg.dataset
+    c = p.calibration
+    if p.strategy is Strategy.greedy_dev:
+        if d.sts_dev is None:
+            raise ConfigError(f"pruning.strategy=greedy_dev scores layer removals on STS dev "
+                              f"pairs but dataset={d.name} has no sts_dev split: set "
+                              "dataset.sts_dev, or choose another strategy")
+        if c.dev_pairs < 3:
+            raise ConfigError(f"pruning.calibration.dev_pairs={c.dev_pairs} is too few for a "
+                              "Spearman correlation: use at least 3 (default 300)")
+        return
+    if getattr(d, c.split.value) is None:
+        raise ConfigError(f"pruning.calibration.split={c.split.value} but dataset={d.name} has "
+                          f"no {c.split.value} split: choose another split")
+    if c.max_sentences < 2:
+        raise ConfigError(f"pruning.calibration.max_sentences={c.max_sentences} is too few: "
+                          "use at least 2 (default 256)")
 
 
 def _check_stage(name: str, stage: StageConfig) -> None:
@@ -91,6 +114,8 @@ class JobData:
     nli_train: Dataset | None
     nli_test: Dataset | None
     sts_train: Dataset | None
+    calibration: list[str] | None = None  # scored strategies: sentences the layers are scored on
+    sts_dev: Dataset | None = None  # greedy_dev: the STS dev pairs it scores removals on
 
 
 def load_data(cfg: TrainConfig) -> JobData:
@@ -107,14 +132,33 @@ def load_data(cfg: TrainConfig) -> JobData:
         sts_train = subsample(load_split(d.sts_train, "sts", "dataset.sts_train"),
                               phase.sts.max_pairs, seed)
     sts_test = load_split(d.sts_test, "sts", "dataset.sts_test")
-    return JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test, sts_train=sts_train)
+    data = JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test,
+                   sts_train=sts_train)
+    p = cfg.pruning
+    scored = p.layers is None and p.keep is not None and p.strategy in SCORED
+    if scored and p.keep < cfg.base_model.num_layers:
+        c = p.calibration
+        if p.strategy is Strategy.greedy_dev:
+            dev = load_split(d.sts_dev, "sts", "dataset.sts_dev")
+            if c.dev_pairs > len(dev):
+                raise ConfigError(f"pruning.calibration.dev_pairs={c.dev_pairs} but "
+                                  f"dataset.sts_dev has {len(dev)} pairs: set it to at most "
+                                  f"{len(dev)}")
+            data.sts_dev = subsample(dev, c.dev_pairs, seed)
+        else:
+            name = c.split.value
+            pairs = load_split(getattr(d, name), "nli" if name.startswith("nli") else "sts",
+                               f"dataset.{name}", d.num_labels)
+            data.calibration = selection.calibration_sentences(pairs, c.max_sentences, seed,
+                                                               f"dataset.{name}")
+    return data
 
 
 @dataclass
 class Checked:
     """A job whose config, model files and data passed every check; nothing is loaded yet."""
 
-    kept: list[int]
+    kept: list[int] | None  # None: a scored strategy chooses them once the model is loaded
     device: str
     model_path: str
     data: JobData
@@ -163,8 +207,9 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
     tags = {**(tags or {}), CONFIG_KEY_TAG: fp.key}
     if job is not None:
         tags[JOB_TAG] = str(job)
-    params = {**params, "pruning.kept_layers": ",".join(map(str, kept)),
-              **{f"fingerprint.{k}": v for k, v in fp.parts.items()}}
+    params = {**params, **{f"fingerprint.{k}": v for k, v in fp.parts.items()}}
+    if kept is not None:
+        params["pruning.kept_layers"] = ",".join(map(str, kept))
     _remove_partial_saves(output_dir)
     with _config_lock(lock_dir, fp.key):
         if parent_run_id is not None and job is not None:
@@ -190,7 +235,7 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             if cfg.save_model:
                 reuse_tags[MODEL_DIR_TAG] = str(model.resolve())
             with tracker.run(run_name, tags=reuse_tags, parent_run_id=parent_run_id) as run:
-                run.log_params(params)
+                run.log_params({"pruning.kept_layers": origin.kept_layers or "", **params})
                 run.log_metrics(origin.metrics)
                 write_text(output_dir / "metrics.json",
                            json.dumps(origin.metrics, indent=2, sort_keys=True))
@@ -198,8 +243,7 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             return origin.metrics
         with tracker.run(run_name, tags=tags, parent_run_id=parent_run_id) as run:
             run.log_params(params)
-            return _train_and_evaluate(cfg, kept, checked.data, checked.device,
-                                       checked.model_path, output_dir, run, started)
+            return _train_and_evaluate(cfg, checked, output_dir, run, started)
 
 
 def _remove_partial_saves(output_dir: Path) -> None:
@@ -243,6 +287,34 @@ def _link_model(runs: list[FinishedRun], target: Path) -> bool:
     return False
 
 
+def _choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int, run: Run,
+                   output_dir: Path) -> selection.Choice:
+    """Score the loaded base model's layers (once per model and calibration set: cached) and
+    keep the best; the scores go to MLflow as a metric history and a bar chart."""
+    p, fp = cfg.pruning, checked.fingerprint
+    data = checked.data
+    calibration = data.calibration if data.calibration is not None else [
+        f"{a}\t{b}\t{s}" for a, b, s in zip(data.sts_dev["sentence1"], data.sts_dev["sentence2"],
+                                            data.sts_dev["score"], strict=True)]
+    # What the scores depend on: not the training data or phase, so one sweep scores once.
+    model_parts = {k: v for k, v in fp.parts.items() if not k.startswith("data.")}
+    key = selection.cache_key(model_parts, cfg.base_model.init.value, cfg.seed,
+                              cfg.base_model.prefix, cfg.base_model.max_seq_length,
+                              batch_size, calibration)
+    choice = selection.choose(model, p.strategy, p.keep, sentences=data.calibration,
+                              dev=data.sts_dev, batch_size=batch_size, cache_key=key)
+    run.log_params({"pruning.kept_layers": ",".join(map(str, choice.kept))})
+    name = selection.SCORE_METRIC[p.strategy]
+    for step, score in enumerate(choice.scores):
+        run.log_metrics({name: score}, step=step)
+    from sbert_exp.report import plot_layer_scores
+
+    chart = plot_layer_scores(p.strategy.value, choice.scores, choice.kept,
+                              output_dir / "layer_scores.png")
+    run.log_artifact(chart)
+    return choice
+
+
 @contextlib.contextmanager
 def _config_lock(lock_dir: Path | None, key: str) -> Iterator[None]:
     """Hold the lock of one config key in lock_dir (no lock when lock_dir is None)."""
@@ -264,11 +336,11 @@ def _config_lock(lock_dir: Path | None, key: str) -> Iterator[None]:
         lock.release()
 
 
-def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device: str,
-                        model_path: str, output_dir: Path, run: Run,
+def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run: Run,
                         started: float) -> dict[str, float]:
     from transformers import set_seed
 
+    kept, data, device = checked.kept, checked.data, checked.device
     bs = eval_batch_size(cfg.eval.batch_size, device)
     set_seed(cfg.seed)
     metrics: dict[str, float] = {}
@@ -279,8 +351,14 @@ def _train_and_evaluate(cfg: TrainConfig, kept: list[int], data: JobData, device
         for name, value in new.items():
             log.info("%s = %.4f", name, value)
 
-    # 2. Load the base model; time it whole and pruned on the same sentences.
-    model = modeling.load_base(cfg.base_model, device, model_path, cfg.seed)
+    # 2. Load the base model; choose its layers by their scores if the strategy says so.
+    model = modeling.load_base(cfg.base_model, device, checked.model_path, cfg.seed)
+    if kept is None:
+        choice = _choose_layers(cfg, checked, model, bs, run, output_dir)
+        kept = choice.kept
+        record({"time/layer_choice_s": choice.seconds})
+
+    # Time the model whole and pruned on the same sentences.
     if cfg.eval.speed_rounds:
         sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
                                         *data.sts_test["sentence2"]]))

@@ -13,6 +13,14 @@ class Strategy(StrEnum):
     middle = "middle"  # remove a contiguous middle block: keep both ends
     bottom = "bottom"  # remove the bottom layers: keep the last `keep` layers
     alternate = "alternate"  # remove every other layer, from the top down (Sajjad et al. 2023)
+    # Chosen from scores of the base model on calibration sentences (sbert_exp.selection):
+    block_influence = "block_influence"  # keep the layers that change their input most
+    angular = "angular"  # remove the block whose input and output are closest in angle
+    greedy_dev = "greedy_dev"  # remove, one by one, the layer whose loss costs least STS dev
+
+
+# Strategies whose layers depend on the model's scores, not on positions alone.
+SCORED = frozenset({Strategy.block_influence, Strategy.angular, Strategy.greedy_dev})
 
 
 class PruningError(ValueError):
@@ -67,6 +75,15 @@ STRATEGIES = {
 
 def select_layers(num_layers: int, keep: int, strategy: Strategy | str) -> list[int]:
     """Indices (ascending) of the layers kept when `strategy` removes `num_layers - keep` layers."""
+    _check_keep(num_layers, keep)
+    strategy = _strategy(strategy)
+    if strategy in SCORED:
+        raise PruningError(f"pruning.strategy={strategy.value} chooses layers from the model's "
+                           "scores: use sbert_exp.selection")
+    return STRATEGIES[strategy](num_layers, keep)
+
+
+def _check_keep(num_layers: int, keep: int) -> None:
     if num_layers < 1:
         raise PruningError(f"the model has {num_layers} layers; nothing to prune")
     if isinstance(keep, bool) or not isinstance(keep, int):
@@ -76,7 +93,6 @@ def select_layers(num_layers: int, keep: int, strategy: Strategy | str) -> list[
             f"pruning.keep={keep} is out of range: the base model has {num_layers} layers, "
             f"choose pruning.keep between 1 and {num_layers}"
         )
-    return STRATEGIES[_strategy(strategy)](num_layers, keep)
 
 
 def _strategy(strategy: Strategy | str) -> Strategy:
@@ -119,12 +135,18 @@ def kept_layers(
     keep: int | None,
     strategy: Strategy | str,
     layers: Sequence[int] | None = None,
-) -> list[int]:
-    """The layers to keep: explicit `layers` win, then `keep` + `strategy`, else all layers."""
+) -> list[int] | None:
+    """The layers to keep: explicit `layers` win, then `keep` + `strategy`, else all layers.
+
+    None for a scored strategy that removes layers: they are known once the model is scored.
+    """
     if layers is not None:
         return check_layers(num_layers, layers)
     if keep is None:
         return list(range(num_layers))
+    if _strategy(strategy) in SCORED:
+        _check_keep(num_layers, keep)
+        return list(range(num_layers)) if keep == num_layers else None
     return select_layers(num_layers, keep, strategy)
 
 

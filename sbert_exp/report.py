@@ -241,6 +241,38 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+SCORE_AXES = {  # strategy -> (x axis, y axis) of its layer-score chart
+    "block_influence": ("layer", "block influence: 1 - mean cos(input, output)"),
+    "angular": ("first layer of the removed block", "angular distance / pi"),
+    "greedy_dev": ("layers removed", "STS dev Spearman"),
+}
+
+
+def plot_layer_scores(strategy: str, scores: Sequence[float], kept: Sequence[int],
+                      path: Path) -> Path:
+    """A job's layer scores as bars; for block_influence the kept layers' bars are filled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xlabel, ylabel = SCORE_AXES[strategy]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    filled = [strategy != "block_influence" or i in kept for i in range(len(scores))]
+    ax.bar(range(len(scores)), scores, color=["tab:blue" if f else "white" for f in filled],
+           edgecolor="tab:blue")
+    ax.set_xticks(range(len(scores)))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(f"{strategy}: kept layers {' '.join(map(str, kept))}", fontsize=11)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _finish(fig, ax, xlabel: str, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 

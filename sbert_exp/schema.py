@@ -58,6 +58,24 @@ class BaseModelConfig:
     init: Init = Init.pretrained
 
 
+class CalibrationSplit(StrEnum):
+    """Where the importance strategies take their sentences from: never a test split."""
+
+    nli_train = "nli_train"
+    sts_train = "sts_train"
+    sts_dev = "sts_dev"
+
+
+@dataclass
+class CalibrationConfig:
+    """The sentences that importance strategies (block_influence, angular) score layers on,
+    and the STS dev pairs that greedy_dev scores each removal on."""
+
+    split: CalibrationSplit = CalibrationSplit.sts_train
+    max_sentences: int = 256  # distinct sentences of the split, a seeded sample
+    dev_pairs: int = 300  # greedy_dev: a seeded sample of dataset.sts_dev
+
+
 @dataclass
 class PruningConfig:
     """Which layers survive: explicit `layers`, else `keep` chosen by `strategy`, else all."""
@@ -65,6 +83,7 @@ class PruningConfig:
     keep: int | None = None
     strategy: Strategy = Strategy.top
     layers: list[int] | None = None
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 @dataclass
@@ -119,6 +138,7 @@ class DatasetConfig:
     nli_train: SplitConfig | None = None
     nli_test: SplitConfig | None = None
     sts_train: SplitConfig | None = None
+    sts_dev: SplitConfig | None = None  # STS dev pairs: greedy_dev's layer choice
     sts_test: SplitConfig = MISSING
     num_labels: int = 3
 
@@ -163,18 +183,33 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
     must be set.
     """
     with read_write(cfg), open_dict(cfg):
-        for stage, splits in (("nli", ("nli_train", "nli_test")), ("sts", ("sts_train",))):
-            if OmegaConf.is_missing(cfg, "phase") or OmegaConf.is_missing(cfg, "dataset"):
-                break
-            if cfg.phase.get(stage) is None:
-                for split in splits:
-                    if split in cfg.dataset:
-                        cfg.dataset[split] = None
+        if not (OmegaConf.is_missing(cfg, "phase") or OmegaConf.is_missing(cfg, "dataset")):
+            for split in sorted(set(cfg.dataset) - _read_splits(cfg)):
+                if split.startswith(("nli_", "sts_")) and split != "sts_test":
+                    cfg.dataset[split] = None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be set: add {missing[0]}=... "
                           "to the command")
     return OmegaConf.to_object(cfg)
+
+
+def _read_splits(cfg: DictConfig) -> set[str]:
+    """The dataset splits a job reads: its stages' training (and NLI test) pairs, the STS test
+    pairs, and what its layer choice scores on (calibration sentences, STS dev pairs)."""
+    read = {"sts_test"}
+    if cfg.phase.get("nli") is not None:
+        read |= {"nli_train", "nli_test"}
+    if cfg.phase.get("sts") is not None:
+        read.add("sts_train")
+    pruning = cfg.pruning
+    if pruning.get("layers") is None and pruning.get("keep") is not None:
+        strategy = str(pruning.get("strategy"))
+        if strategy in ("block_influence", "angular"):
+            read.add(str(pruning.calibration.split))
+        elif strategy == "greedy_dev":
+            read.add("sts_dev")
+    return read
 
 
 def register_configs() -> None:

@@ -309,7 +309,8 @@ class Tracker:
                                   order_by=["attributes.start_time ASC"], max_results=1000)
         return [FinishedRun(run_id=r.data.tags.get(REUSED_TAG, r.info.run_id),
                             metrics=dict(r.data.metrics),
-                            model_dir=r.data.tags.get(MODEL_DIR_TAG)) for r in runs]
+                            model_dir=r.data.tags.get(MODEL_DIR_TAG),
+                            kept_layers=r.data.params.get("pruning.kept_layers")) for r in runs]
 
 
 def _alive_owner(tags: Mapping[str, str]) -> bool:
@@ -369,6 +370,7 @@ class FinishedRun:
     run_id: str  # the run that trained (a reuse points to it)
     metrics: dict[str, float]
     model_dir: str | None = None  # where that run, or this reuse of it, keeps the saved model
+    kept_layers: str | None = None  # its `pruning.kept_layers` param
 
 
 @contextlib.contextmanager

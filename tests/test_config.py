@@ -147,7 +147,7 @@ def _cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedPro
     [
         ("pruning.strategy=middel",
          "error: pruning.strategy=middel: Invalid value 'middel', expected one of "
-         "[top, middle, bottom]"),
+         "[top, middle, bottom, alternate, block_influence, angular, greedy_dev]"),
         ("pruning.keep=0",
          "error: pruning.keep=0 is out of range: the base model has 12 layers, choose "
          "pruning.keep between 1 and 12 (base_model=e5_small)"),
@@ -158,7 +158,7 @@ def _cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedPro
          "error: pruning.layers=[0, 0] repeats layer 0: list each kept layer once "
          "(base_model=e5_small)"),
         ("pruning.kep=2",
-         "error: pruning.kep is not a setting: pruning has keep, strategy, layers"),
+         "error: pruning.kep is not a setting: pruning has keep, strategy, layers, calibration"),
         ("base_model=muril_large",
          "error: base_model=muril_large is not an option: choose one of bert_base, e5_small, "
          "hindbert_v2, mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, "

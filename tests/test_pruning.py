@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sbert_exp.pruning import (
+    SCORED,
     PruningError,
     Strategy,
     check_layers,
@@ -52,13 +53,24 @@ def test_select_layers_table(num_layers, keep, strategy, expected):
     assert select_layers(num_layers, keep, Strategy(strategy)) == expected
 
 
-@pytest.mark.parametrize("strategy", list(Strategy))
+@pytest.mark.parametrize("strategy", sorted(set(Strategy) - SCORED))
 @pytest.mark.parametrize("keep", range(1, 13))
 def test_every_strategy_keeps_exactly_keep_distinct_ascending_layers(strategy, keep):
     kept = select_layers(12, keep, strategy)
     assert len(kept) == keep
     assert kept == sorted(set(kept))
     assert all(0 <= i < 12 for i in kept)
+
+
+@pytest.mark.parametrize("strategy", sorted(SCORED))
+def test_scored_strategies_leave_the_choice_to_the_scores(strategy):
+    assert kept_layers(12, 6, strategy) is None  # known once the model is scored
+    assert kept_layers(12, 12, strategy) == list(range(12))  # nothing to choose
+    assert kept_layers(12, 6, strategy, layers=[1, 2]) == [1, 2]
+    with pytest.raises(PruningError, match="pruning.keep=13 is out of range"):
+        kept_layers(12, 13, strategy)
+    with pytest.raises(PruningError, match="chooses layers from the model's scores"):
+        select_layers(12, 6, strategy)
 
 
 @pytest.mark.parametrize(
