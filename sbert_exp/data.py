@@ -1,11 +1,13 @@
-"""Sentence-pair splits (NLI and STS) from embedded assets, local files or the Hub."""
+"""Sentence-pair splits (NLI and STS) from embedded assets, local files or the Hub, and plain
+sentence lists (one a line) with their seeded samples."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
-from collections.abc import Iterator
+import random
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +15,7 @@ from typing import Any, Literal
 from datasets import Dataset
 
 from sbert_exp import assets
-from sbert_exp.errors import DataError
+from sbert_exp.errors import ConfigError, DataError
 from sbert_exp.schema import FileFormat, Source, SplitConfig
 
 log = logging.getLogger(__name__)
@@ -240,3 +242,36 @@ def subsample(ds: Dataset, max_pairs: int | None, seed: int) -> Dataset:
     if max_pairs is None or max_pairs >= len(ds):
         return ds
     return ds.shuffle(seed=seed).select(range(max_pairs))
+
+
+def read_sentences(path: Path, where: str) -> list[str]:
+    """The sentences of a UTF-8 text file, one a line (ends stripped, blank lines skipped)."""
+    if not path.is_file():
+        raise DataError(f"{where}: file {path} does not exist: fix the path")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: {path} is not UTF-8 text (byte {e.start} cannot be "
+                        "decoded): re-save it as UTF-8") from None
+    sentences = [s for s in (line.strip() for line in text.split("\n")) if s]
+    if not sentences:
+        raise DataError(f"{where}: {path} holds no sentences: write one sentence per line")
+    return sentences
+
+
+def sample_sentences(sentences: Iterable[str], max_sentences: int | None, seed: int,
+                     exclude: Collection[str], setting: str, held_by: str) -> list[str]:
+    """A seeded sample of `max_sentences` distinct `sentences` that are not in `exclude` (all of
+    them, in order, when null). Errors name the budget `setting` and where the sentences come
+    from, with its verb (`held_by`: "the training splits hold")."""
+    distinct = [s for s in dict.fromkeys(sentences) if s not in exclude]
+    if not distinct:
+        raise DataError(f"{held_by} no sentences outside the STS test split: "
+                        "give the stage other sentences")
+    if max_sentences is None:
+        return distinct
+    if max_sentences > len(distinct):
+        raise ConfigError(f"{setting}={max_sentences} but {held_by} {len(distinct)} distinct "
+                          f"sentences (STS test sentences left out): set it to at most "
+                          f"{len(distinct)}")
+    return random.Random(seed).sample(distinct, max_sentences)

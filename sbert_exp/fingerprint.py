@@ -139,6 +139,9 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     parts["model"] = model_digest(cfg.base_model, model_path)
     for name, split in read_splits(cfg).items():
         parts[f"data.{name}"] = split_digest(split, f"dataset.{name}")
+    if cfg.phase.distill is not None and cfg.phase.distill.sentences_file is not None:
+        parts["data.distill_sentences"] = file_digest(Path(cfg.phase.distill.sentences_file)
+                                                      .expanduser())
     # Layers a scored strategy chooses are known after loading: the recipe stands for them.
     layers = kept if kept is not None else {
         "strategy": cfg.pruning.strategy.value, "keep": cfg.pruning.keep,

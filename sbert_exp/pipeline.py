@@ -14,13 +14,13 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from sbert_exp import evaluation, modeling, selection, training
+from sbert_exp import evaluation, modeling, selection, teacher, training
 from sbert_exp.atomic import atomic_dir, write_text
-from sbert_exp.data import load_split, subsample
+from sbert_exp.data import load_split, read_sentences, sample_sentences, subsample
 from sbert_exp.errors import ConfigError
 from sbert_exp.fingerprint import Fingerprint, fingerprint
 from sbert_exp.pruning import SCORED, PruningError, Strategy, kept_layers, pruning_label
-from sbert_exp.schema import Init, StageConfig, TrainConfig
+from sbert_exp.schema import DistillConfig, Init, StageConfig, TrainConfig
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
     JOB_TAG,
@@ -54,6 +54,14 @@ def plan(cfg: TrainConfig) -> list[int] | None:
                               f"dataset={cfg.dataset.name} has no {name}_train split: choose "
                               f"another phase or set dataset.{name}_train")
         _check_stage(name, stage)
+    distill = cfg.phase.distill
+    if distill is not None:
+        d = cfg.dataset
+        if distill.sentences_file is None and d.nli_train is None and d.sts_train is None:
+            raise ConfigError(f"phase={cfg.phase.name} has a distill stage but "
+                              f"dataset={d.name} has no nli_train or sts_train split: set "
+                              "phase.distill.sentences_file, or one of those splits")
+        _check_stage("distill", distill)
     if cfg.eval.nli_test_max_pairs is not None and cfg.eval.nli_test_max_pairs < 1:
         raise ConfigError("eval.nli_test_max_pairs must be at least 1, or null for all pairs")
     if cfg.eval.batch_size is not None and cfg.eval.batch_size < 1:
@@ -84,9 +92,10 @@ def _check_calibration(cfg: TrainConfig) -> None:
                           "use at least 2 (default 256)")
 
 
-def _check_stage(name: str, stage: StageConfig) -> None:
+def _check_stage(name: str, stage: StageConfig | DistillConfig) -> None:
+    size = "max_sentences" if isinstance(stage, DistillConfig) else "max_pairs"
     checks = [
-        (stage.max_pairs is None or stage.max_pairs >= 1, "max_pairs", "at least 1, or null"),
+        (getattr(stage, size) is None or getattr(stage, size) >= 1, size, "at least 1, or null"),
         (stage.epochs >= 1, "epochs", "at least 1"),
         (stage.batch_size >= 1, "batch_size", "at least 1"),
         (stage.lr > 0, "lr", "positive"),
@@ -116,6 +125,7 @@ class JobData:
     sts_train: Dataset | None
     calibration: list[str] | None = None  # scored strategies: sentences the layers are scored on
     sts_dev: Dataset | None = None  # greedy_dev: the STS dev pairs it scores removals on
+    distill: list[str] | None = None  # the distillation stage's sentences
 
 
 def load_data(cfg: TrainConfig) -> JobData:
@@ -134,6 +144,8 @@ def load_data(cfg: TrainConfig) -> JobData:
     sts_test = load_split(d.sts_test, "sts", "dataset.sts_test")
     data = JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test,
                    sts_train=sts_train)
+    if phase.distill is not None:
+        data.distill = _distill_sentences(cfg, sts_test)
     p = cfg.pruning
     scored = p.layers is None and p.keep is not None and p.strategy in SCORED
     if scored and p.keep < cfg.base_model.num_layers:
@@ -152,6 +164,28 @@ def load_data(cfg: TrainConfig) -> JobData:
             data.calibration = selection.calibration_sentences(pairs, c.max_sentences, seed,
                                                                f"dataset.{name}")
     return data
+
+
+def _distill_sentences(cfg: TrainConfig, sts_test: Dataset) -> list[str]:
+    """A seeded sample of the distinct sentences of `phase.distill.sentences_file`, else of the
+    training splits (nli_train, sts_train: never a test split); sentences that are also STS test
+    sentences are left out, so the student never learns targets of what it is scored on."""
+    stage, d = cfg.phase.distill, cfg.dataset
+    if stage.sentences_file is not None:
+        path = Path(stage.sentences_file).expanduser()
+        sentences = read_sentences(path, "phase.distill.sentences_file")
+        held_by = f"{path} holds"
+    else:
+        sentences = []
+        for name, kind in (("nli_train", "nli"), ("sts_train", "sts")):
+            split = getattr(d, name)
+            if split is not None:
+                pairs = load_split(split, kind, f"dataset.{name}", d.num_labels)
+                sentences += [*pairs["sentence1"], *pairs["sentence2"]]
+        held_by = "the training splits hold"
+    test = {*sts_test["sentence1"], *sts_test["sentence2"]}
+    return sample_sentences(sentences, stage.max_sentences, cfg.seed, test,
+                            "phase.distill.max_sentences", held_by)
 
 
 @dataclass
@@ -358,6 +392,14 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         kept = choice.kept
         record({"time/layer_choice_s": choice.seconds})
 
+    # The distillation targets: the unpruned pretrained model's embeddings (cached). A
+    # pretrained student is that model until it is pruned; a random-init one needs the teacher.
+    targets = None
+    if cfg.phase.distill is not None:
+        unpruned = model if cfg.base_model.init is Init.pretrained else None
+        targets = teacher.embeddings(cfg.base_model, checked.model_path, device, data.distill,
+                                     bs, loaded=unpruned).embeddings
+
     # Time the model whole and pruned on the same sentences.
     if cfg.eval.speed_rounds:
         sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
@@ -384,13 +426,15 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
     def eval_sts(tag: str, step: int) -> None:
         scores = evaluation.sts_scores(model, data.sts_test, bs)
         record({f"{tag}/sts_test/{k}": v for k, v in scores.items()})
-        # The unprefixed name always holds the latest score; its history has one
-        # step per evaluation (0 before training, then one per stage).
+        # The unprefixed name always holds the latest score; its history has one step per
+        # evaluation (0 before training, 1 after NLI, 2 after distillation, 3 after STS).
         record({f"sts_test/{k}": v for k, v in scores.items()}, step=step)
 
-    # eval.every_stage=false evaluates once, after the last stage.
-    every, nli, sts = cfg.eval.every_stage, cfg.phase.nli, cfg.phase.sts
-    if every or (nli is None and sts is None):
+    # eval.every_stage=false evaluates once, after the last stage. The stages run in a fixed
+    # order, NLI, distillation, STS; each evaluation has its own step (0, 1, 2, 3).
+    every, phase = cfg.eval.every_stage, cfg.phase
+    nli, distill, sts = phase.nli, phase.distill, phase.sts
+    if every or (nli is None and distill is None and sts is None):
         eval_sts("before", 0)
     if nli is not None:
         classifier, result = training.train_nli(model, data.nli_train, nli,
@@ -399,12 +443,17 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         if data.nli_test is not None:
             acc = evaluation.nli_accuracy(model, classifier, data.nli_test, bs)
             record({f"nli_test/{k}": v for k, v in acc.items()})
-        if every or sts is None:
+        if every or (distill is None and sts is None):
             eval_sts("after_nli", 1)
+    if distill is not None:
+        result = training.train_distill(model, data.distill, targets, distill, cfg.seed)
+        record(result.metrics("distill"))
+        if every or sts is None:
+            eval_sts("after_distill", 2)
     if sts is not None:
         result = training.train_sts(model, data.sts_train, sts, cfg.seed)
         record(result.metrics("sts"))
-        eval_sts("after_sts", 2)
+        eval_sts("after_sts", 3)
 
     # 5. Save the pruned, fine-tuned model and the metrics.
     if cfg.save_model:

@@ -32,6 +32,7 @@ COLUMNS = {  # report column -> MLflow metric
     "speedup": "speed/speedup_vs_unpruned",
     "sts_before": "before/sts_test/spearman_cosine",
     "sts_after_nli": "after_nli/sts_test/spearman_cosine",
+    "sts_after_distill": "after_distill/sts_test/spearman_cosine",
     "sts_after_sts": "after_sts/sts_test/spearman_cosine",
     "sts_final": "sts_test/spearman_cosine",
     "nli_accuracy": "nli_test/accuracy",
@@ -126,6 +127,7 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
             # Keeping every layer is the unpruned model, whatever the strategy says.
             "strategy": "none" if len(kept) == depth else label,
             "keep": len(kept), "kept_layers": " ".join(kept),
+            "phase": p.get("phase.name", "-"),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
         row.update(unpruned_sts=score, unpruned_run=reference)
@@ -135,7 +137,9 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
     df = pd.DataFrame(rows).drop_duplicates("config_key").drop(columns="config_key")
     df["retained_pct"] = 100 * df.sts_final / df.unpruned_sts
     order = df.strategy.map(STRATEGY_ORDER)
-    return (df.assign(_o=order).sort_values(["base", "init", "keep", "_o", "kept_layers"])
+    # One config's phases sit next to each other, so they compare side by side.
+    return (df.assign(_o=order)
+            .sort_values(["base", "init", "keep", "_o", "kept_layers", "phase"])
             .drop(columns="_o"))
 
 
@@ -147,8 +151,9 @@ def references_outside(df: pd.DataFrame) -> dict[str, str]:
 
 
 def markdown(df: pd.DataFrame) -> str:
-    head = ["base", "init", "strategy", "keep", "kept layers", "params total / emb / enc (M)",
-            "speedup", "STSb before", "after NLI", "after STS", "NLI acc", "% of unpruned"]
+    head = ["base", "init", "strategy", "keep", "kept layers", "phase",
+            "params total / emb / enc (M)", "speedup", "STSb before", "after NLI",
+            "after distill", "after STS", "NLI acc", "% of unpruned"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x: float | None, fmt: str) -> str:
@@ -157,9 +162,10 @@ def markdown(df: pd.DataFrame) -> str:
     for r in df.itertuples():
         params = (f"{r.params_total / 1e6:.1f} / {r.params_embeddings / 1e6:.1f} / "
                   f"{r.params_encoder / 1e6:.1f}")
-        cells = [r.base, r.init, r.strategy, str(r.keep), r.kept_layers, params,
+        cells = [r.base, r.init, r.strategy, str(r.keep), r.kept_layers, r.phase, params,
                  f(r.speedup, ".2f") + "x", f(r.sts_before, ".4f"), f(r.sts_after_nli, ".4f"),
-                 f(r.sts_after_sts, ".4f"), f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f")]
+                 f(r.sts_after_distill, ".4f"), f(r.sts_after_sts, ".4f"),
+                 f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     for base, run_id in references_outside(df).items():
         score = df.unpruned_sts[df.base == base].iloc[0]

@@ -98,11 +98,27 @@ class StageConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Budget and optimiser settings of the distillation stage: the pruned student learns the
+    unpruned pretrained base model's embeddings of the same sentences (MSE)."""
+
+    max_sentences: int | None = MISSING  # distinct sentences, a seeded sample; null: all
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    # A local UTF-8 text file, one sentence per line, used instead of the dataset's
+    # training splits (nli_train and sts_train).
+    sentences_file: str | None = None
+
+
+@dataclass
 class PhaseConfig:
-    """Which stages run; NLI always runs before STS, as in the study."""
+    """Which stages run, always in this order: NLI, distillation, STS."""
 
     name: str = MISSING
     nli: StageConfig | None = None
+    distill: DistillConfig | None = None
     sts: StageConfig | None = None
     # Keep the token, position and type embeddings fixed while fine-tuning: with large
     # vocabularies (e5_small, MuRIL) they are most of the parameters and of the update cost.
@@ -196,12 +212,16 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
 
 def _read_splits(cfg: DictConfig) -> set[str]:
     """The dataset splits a job reads: its stages' training (and NLI test) pairs, the STS test
-    pairs, and what its layer choice scores on (calibration sentences, STS dev pairs)."""
+    pairs, the distillation sentences' training splits (unless they come from a file), and what
+    its layer choice scores on (calibration sentences, STS dev pairs)."""
     read = {"sts_test"}
     if cfg.phase.get("nli") is not None:
         read |= {"nli_train", "nli_test"}
     if cfg.phase.get("sts") is not None:
         read.add("sts_train")
+    distill = cfg.phase.get("distill")
+    if distill is not None and distill.get("sentences_file") is None:
+        read |= {"nli_train", "sts_train"}  # distillation sentences: both training splits
     pruning = cfg.pruning
     if pruning.get("layers") is None and pruning.get("keep") is not None:
         strategy = str(pruning.get("strategy"))

@@ -1,18 +1,20 @@
-"""The two SBERT fine-tuning stages: NLI with a softmax head, then STS with cosine regression."""
+"""The `phase` group's stages: NLI (softmax head), distillation (MSE to a teacher), STS (cosine)."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
 
 from sbert_exp.modeling import default_prompt, precision
-from sbert_exp.schema import StageConfig
+from sbert_exp.schema import DistillConfig, StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 class StageResult:
     loss: float
     seconds: float
-    pairs: int
+    pairs: int  # training examples times epochs: pairs, or sentences for distillation
     steps: int
 
     def metrics(self, stage: str) -> dict[str, float]:
@@ -34,7 +36,8 @@ class StageResult:
 
 
 def _column_prompts(model) -> dict[str, str] | None:
-    """The model's default prompt for each sentence column of the training pairs.
+    """The model's default prompt for each sentence column of the training data (the pairs'
+    sentence1 and sentence2, the distillation sentences' sentence).
 
     The trainer tokenizes the training data with the prompts of its arguments only (its collator
     never reads `model.default_prompt_name`, sentence-transformers 6.2), so the prompt that
@@ -42,10 +45,11 @@ def _column_prompts(model) -> dict[str, str] | None:
     evaluated. A mapping rather than one string, which the arguments would try to parse as JSON.
     """
     prompt = default_prompt(model)
-    return dict.fromkeys(("sentence1", "sentence2"), prompt) if prompt else None
+    return dict.fromkeys(("sentence1", "sentence2", "sentence"), prompt) if prompt else None
 
 
-def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig, seed: int) -> StageResult:
+def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillConfig,
+           seed: int) -> StageResult:
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
@@ -99,3 +103,16 @@ def train_sts(model, pairs: Dataset, stage: StageConfig, seed: int) -> StageResu
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
     return _train(model, CosineSimilarityLoss(model), pairs, stage, seed)
+
+
+def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: DistillConfig,
+                  seed: int) -> StageResult:
+    """MSELoss between the student's embeddings of `sentences` and `targets`, the teacher's
+    embeddings of the same sentences (sentence-transformers' layer-reduction distillation)."""
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+
+    if len(sentences) != len(targets):
+        raise ValueError(f"{len(sentences)} sentences but {len(targets)} teacher embeddings")
+    data = Dataset.from_dict({"sentence": list(sentences),
+                              "label": np.asarray(targets, dtype=np.float32).tolist()})
+    return _train(model, MSELoss(model), data, stage, seed)

@@ -85,7 +85,7 @@ def test_tiny_job_writes_metrics_and_one_mlflow_run(tiny_bert, tmp_path):
     for name, value in on_disk.items():
         assert run.data.metrics[name] == pytest.approx(value)
     history = client.get_metric_history(run.info.run_id, "sts_test/spearman_cosine")
-    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert sorted(m.step for m in history) == [0, 1, 3]  # before, after NLI, after STS
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "metrics.json" in artifacts
 
@@ -144,7 +144,7 @@ def test_final_evaluation_only(tiny_bert, tmp_path):
     assert metrics["sts_test/spearman_cosine"] == metrics["after_sts/sts_test/spearman_cosine"]
     client, runs = _runs(tmp_path / "mlflow.db", "tests")
     history = client.get_metric_history(runs[0].info.run_id, "sts_test/spearman_cosine")
-    assert [m.step for m in history] == [2]
+    assert [m.step for m in history] == [3]  # after STS
 
 
 def _sweep(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
