@@ -77,3 +77,26 @@ def compose(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides)
     return to_train_config(cfg), cfg
+
+
+def run_tiny_job(overrides: list[str], out: Path) -> dict[str, float]:
+    """One job, in this process, as `python -m sbert_exp.train OVERRIDES` runs it, into `out`."""
+    from omegaconf import OmegaConf
+
+    from sbert_exp.pipeline import run_job
+    from sbert_exp.tracking import flatten
+
+    cfg, dict_cfg = compose(overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    return run_job(cfg, out, flatten(OmegaConf.to_container(dict_cfg, resolve=True)))
+
+
+def mlflow_runs(tmp_path: Path, newest_first: bool = False) -> tuple:
+    """(client, runs) of the tests' MLflow experiment in tmp_path/mlflow.db, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tests")
+    order = "DESC" if newest_first else "ASC"
+    return client, client.search_runs([exp.experiment_id],
+                                      order_by=[f"attributes.start_time {order}"])

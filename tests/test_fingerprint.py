@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose, tiny_overrides
+from conftest import compose, mlflow_runs, run_tiny_job, tiny_overrides
 from sbert_exp import fingerprint as fp_module
 from sbert_exp.fingerprint import file_digest, fingerprint
-from sbert_exp.pipeline import check, run_job
-from sbert_exp.tracking import flatten
+from sbert_exp.pipeline import check
 
 PAIRS = [("a man is playing a guitar", "a man plays the guitar", 4.6),
          ("a woman is slicing an onion", "a woman is cutting an onion", 4.2),
@@ -103,19 +102,11 @@ def test_file_digest_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
 
 
 def _job(overrides: list[str], out: Path) -> dict[str, float]:
-    from omegaconf import OmegaConf
-
-    cfg, dict_cfg = compose(overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    return run_job(cfg, out, flatten(OmegaConf.to_container(dict_cfg, resolve=True)))
+    return run_tiny_job(overrides, out)
 
 
 def _runs(tmp_path: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tests")
-    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    return mlflow_runs(tmp_path)[1]
 
 
 def test_reuse_follows_the_file_content_and_links_the_saved_model(tiny_bert, tmp_path):

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose, tiny_overrides
+from conftest import compose, mlflow_runs, run_tiny_job, tiny_overrides
 from sbert_exp import importance, modeling, selection
 from sbert_exp.errors import ConfigError
-from sbert_exp.pipeline import check, run_job
-from sbert_exp.tracking import flatten
+from sbert_exp.pipeline import check
 
 STS_DEV = [("a man is playing a guitar", "a man plays the guitar", 4.6),
            ("a woman is slicing an onion", "a woman is cutting an onion", 4.2),
@@ -35,20 +34,12 @@ def _overrides(tiny_bert: Path, tmp_path: Path, *more: str) -> list[str]:
 
 
 def _job(overrides: list[str], out: Path) -> dict[str, float]:
-    from omegaconf import OmegaConf
-
-    cfg, dict_cfg = compose(overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    return run_job(cfg, out, flatten(OmegaConf.to_container(dict_cfg, resolve=True)))
+    return run_tiny_job(overrides, out)
 
 
 def _last_run(tmp_path: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tests")
-    return client, client.search_runs([exp.experiment_id],
-                                      order_by=["attributes.start_time DESC"])[0]
+    client, runs = mlflow_runs(tmp_path, newest_first=True)
+    return client, runs[0]
 
 
 def _hidden(tiny_bert: Path, tmp_path: Path, overrides: list[str]):
