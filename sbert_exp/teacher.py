@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert_exp import assets, modeling
-from sbert_exp.fingerprint import model_digest
+from sbert_exp.fingerprint import model_digest, versions
 from sbert_exp.schema import BaseModelConfig, Init
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,12 @@ class Targets:
 def cache_key(model: str, sentences: Sequence[str], prefix: str, max_seq_length: int,
               pooling: str) -> str:
     """A digest of what the teacher's embeddings depend on: the model's content (`model`, see
-    `fingerprint.model_digest`), the sentences in order, the prompt, the length, the pooling."""
+    `fingerprint.model_digest`), the sentences in order, the prompt, the length, the pooling
+    and the package versions."""
     text = hashlib.sha256(json.dumps(list(sentences)).encode()).hexdigest()
     parts = {"model": model, "sentences": text, "count": len(sentences), "prefix": prefix,
-             "max_seq_length": max_seq_length, "pooling": pooling}
+             "max_seq_length": max_seq_length, "pooling": pooling,
+             "versions": versions()}  # torch or transformers may change the numbers
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
