@@ -261,9 +261,10 @@ def read_sentences(path: Path, where: str) -> list[str]:
 
 def sample_sentences(sentences: Iterable[str], max_sentences: int | None, seed: int,
                      exclude: Collection[str], setting: str, held_by: str) -> list[str]:
-    """A seeded sample of `max_sentences` distinct `sentences` that are not in `exclude` (all of
-    them, in order, when null). Errors name the budget `setting` and where the sentences come
-    from, with its verb (`held_by`: "the training splits hold")."""
+    """A seeded sample of `max_sentences` distinct `sentences` that are not in `exclude` (the STS
+    test sentences, or nothing; all of them, in order, when null). Errors name the budget
+    `setting` and where the sentences come from, with its verb (`held_by`: "the training splits
+    hold", "dataset.sts_train has")."""
     distinct = [s for s in dict.fromkeys(sentences) if s not in exclude]
     if not distinct:
         raise DataError(f"{held_by} no sentences outside the STS test split: "
@@ -271,7 +272,7 @@ def sample_sentences(sentences: Iterable[str], max_sentences: int | None, seed: 
     if max_sentences is None:
         return distinct
     if max_sentences > len(distinct):
+        left_out = " (STS test sentences left out)" if exclude else ""
         raise ConfigError(f"{setting}={max_sentences} but {held_by} {len(distinct)} distinct "
-                          f"sentences (STS test sentences left out): set it to at most "
-                          f"{len(distinct)}")
+                          f"sentences{left_out}: set it to at most {len(distinct)}")
     return random.Random(seed).sample(distinct, max_sentences)

@@ -161,8 +161,9 @@ def load_data(cfg: TrainConfig) -> JobData:
             name = c.split.value
             pairs = load_split(getattr(d, name), "nli" if name.startswith("nli") else "sts",
                                f"dataset.{name}", d.num_labels)
-            data.calibration = selection.calibration_sentences(pairs, c.max_sentences, seed,
-                                                               f"dataset.{name}")
+            data.calibration = sample_sentences(
+                [*pairs["sentence1"], *pairs["sentence2"]], c.max_sentences, seed, (),
+                "pruning.calibration.max_sentences", f"dataset.{name} has")
     return data
 
 

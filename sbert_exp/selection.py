@@ -40,19 +40,6 @@ class Choice:
     seconds: float
 
 
-def calibration_sentences(pairs: Dataset, max_sentences: int, seed: int, where: str) -> list[str]:
-    """A seeded sample of the distinct sentences of a pair split."""
-    import random
-
-    distinct = list(dict.fromkeys([*pairs["sentence1"], *pairs["sentence2"]]))
-    if max_sentences > len(distinct):
-        from sbert_exp.errors import ConfigError
-
-        raise ConfigError(f"pruning.calibration.max_sentences={max_sentences} but {where} has "
-                          f"{len(distinct)} distinct sentences: set it to at most {len(distinct)}")
-    return random.Random(seed).sample(distinct, max_sentences)
-
-
 def choose(model, strategy: Strategy, keep: int, *, sentences: Sequence[str] | None,
            dev: Dataset | None, batch_size: int, cache_key: str) -> Choice:
     """The `keep` layers `strategy` keeps on this model (scores cached under `cache_key`)."""
