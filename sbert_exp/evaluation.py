@@ -51,6 +51,19 @@ def sts_scores(model, pairs: Dataset, batch_size: int) -> dict[str, float]:
     return {name: float(scores[name]) for name in ("spearman_cosine", "pearson_cosine")}
 
 
+def sts_from_embeddings(table: dict[str, np.ndarray], pairs: Dataset) -> dict[str, float]:
+    """`sts_scores` from embeddings already computed (`table`: sentence -> embedding), as
+    `EmbeddingSimilarityEvaluator` computes them: cosine of each pair against the gold scores."""
+    from scipy.stats import pearsonr, spearmanr
+
+    u = np.stack([table[s] for s in pairs["sentence1"]]).astype(np.float64)
+    v = np.stack([table[s] for s in pairs["sentence2"]]).astype(np.float64)
+    cosine = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    gold = np.asarray(pairs["score"], dtype=np.float64)
+    return {"spearman_cosine": float(spearmanr(gold, cosine).statistic),
+            "pearson_cosine": float(pearsonr(gold, cosine).statistic)}
+
+
 def nli_accuracy(model, classifier: nn.Linear, pairs: Dataset,
                  batch_size: int) -> dict[str, float]:
     """Accuracy of the SBERT softmax head on (u, v, |u - v|) over NLI pairs."""

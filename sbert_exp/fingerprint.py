@@ -142,6 +142,8 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     if cfg.phase.distill is not None and cfg.phase.distill.sentences_file is not None:
         parts["data.distill_sentences"] = file_digest(Path(cfg.phase.distill.sentences_file)
                                                       .expanduser())
+    for i, file in enumerate(cfg.vocab.files if cfg.vocab.name.value == "corpus" else []):
+        parts[f"data.vocab_files.{i}"] = file_digest(Path(file).expanduser())
     # Layers a scored strategy chooses are known after loading: the recipe stands for them.
     layers = kept if kept is not None else {
         "strategy": cfg.pruning.strategy.value, "keep": cfg.pruning.keep,
@@ -150,5 +152,11 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
         "base_model": asdict(cfg.base_model), "kept_layers": layers, "phase": asdict(cfg.phase),
         "dataset": asdict(cfg.dataset), "eval": asdict(cfg.eval), "seed": cfg.seed,
     }
+    # Settings added later count only when they differ from what came before them, so that
+    # earlier runs keep their keys.
+    if cfg.vocab.name.value != "none":
+        config["vocab"] = asdict(cfg.vocab)
+    if config["phase"]["sts"] is not None and config["phase"]["sts"]["loss"] == "cosine":
+        del config["phase"]["sts"]["loss"]
     text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)
     return Fingerprint(key=hashlib.sha256(text.encode()).hexdigest()[:20], parts=parts)

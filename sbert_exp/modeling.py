@@ -274,3 +274,8 @@ def param_counts(model: nn.Module) -> ParamCounts:
     size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     return ParamCounts(total=total, embeddings=emb, encoder=enc, trainable=trainable,
                        size_mb=size / 2**20)
+
+
+def disk_mb(model_dir: Path) -> float:
+    """The size of a saved model's files, in MiB (a hard-linked file counts once per name)."""
+    return sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 2**20

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from sbert_exp import evaluation, modeling, selection, teacher, training
+from sbert_exp import evaluation, modeling, selection, teacher, training, vocab
 from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, read_sentences, sample_sentences, subsample
 from sbert_exp.errors import ConfigError
 from sbert_exp.fingerprint import Fingerprint, fingerprint
 from sbert_exp.pruning import SCORED, PruningError, Strategy, kept_layers, pruning_label
-from sbert_exp.schema import DistillConfig, Init, StageConfig, TrainConfig
+from sbert_exp.schema import DistillConfig, Init, StageConfig, TrainConfig, VocabKind
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
     JOB_TAG,
@@ -62,6 +62,7 @@ def plan(cfg: TrainConfig) -> list[int] | None:
                               f"dataset={d.name} has no nli_train or sts_train split: set "
                               "phase.distill.sentences_file, or one of those splits")
         _check_stage("distill", distill)
+    _check_vocab(cfg)
     if cfg.eval.nli_test_max_pairs is not None and cfg.eval.nli_test_max_pairs < 1:
         raise ConfigError("eval.nli_test_max_pairs must be at least 1, or null for all pairs")
     if cfg.eval.batch_size is not None and cfg.eval.batch_size < 1:
@@ -90,6 +91,20 @@ def _check_calibration(cfg: TrainConfig) -> None:
     if c.max_sentences < 2:
         raise ConfigError(f"pruning.calibration.max_sentences={c.max_sentences} is too few: "
                           "use at least 2 (default 256)")
+
+
+def _check_vocab(cfg: TrainConfig) -> None:
+    v = cfg.vocab
+    if v.name is VocabKind.none:
+        return
+    if v.min_count < 1:
+        raise ConfigError(f"vocab.min_count={v.min_count} is invalid: it must be at least 1")
+    d = cfg.dataset
+    has_splits = v.training_splits and (d.nli_train is not None or d.sts_train is not None)
+    if not has_splits and not v.files:
+        raise ConfigError(f"vocab=corpus has no text: dataset={d.name} gives no training split "
+                          "(or vocab.training_splits=false) and vocab.files is empty: add "
+                          "vocab.files=[path/to/text.txt]")
 
 
 def _check_stage(name: str, stage: StageConfig | DistillConfig) -> None:
@@ -126,6 +141,7 @@ class JobData:
     calibration: list[str] | None = None  # scored strategies: sentences the layers are scored on
     sts_dev: Dataset | None = None  # greedy_dev: the STS dev pairs it scores removals on
     distill: list[str] | None = None  # the distillation stage's sentences
+    vocab_corpus: list[str] | None = None  # vocab=corpus: the texts whose tokens are kept
 
 
 def load_data(cfg: TrainConfig) -> JobData:
@@ -146,6 +162,8 @@ def load_data(cfg: TrainConfig) -> JobData:
                    sts_train=sts_train)
     if phase.distill is not None:
         data.distill = _distill_sentences(cfg, sts_test)
+    if cfg.vocab.name is VocabKind.corpus:
+        data.vocab_corpus = _vocab_corpus(cfg)
     p = cfg.pruning
     scored = p.layers is None and p.keep is not None and p.strategy in SCORED
     if scored and p.keep < cfg.base_model.num_layers:
@@ -189,6 +207,28 @@ def _distill_sentences(cfg: TrainConfig, sts_test: Dataset) -> list[str]:
                             "phase.distill.max_sentences", held_by)
 
 
+def _vocab_corpus(cfg: TrainConfig) -> list[str]:
+    """The distinct texts of the vocabulary corpus, with the model's prefix (the tokens of
+    what the model will tokenize): every sentence of the training splits, of the distillation
+    sentences file, of `vocab.files`. Test splits are never part of it."""
+    v, d = cfg.vocab, cfg.dataset
+    texts: list[str] = []
+    if v.training_splits:
+        for name, kind in (("nli_train", "nli"), ("sts_train", "sts")):
+            split = getattr(d, name)
+            if split is not None:
+                pairs = load_split(split, kind, f"dataset.{name}", d.num_labels)
+                texts += [*pairs["sentence1"], *pairs["sentence2"]]
+        distill = cfg.phase.distill
+        if distill is not None and distill.sentences_file is not None:
+            texts += read_sentences(Path(distill.sentences_file).expanduser(),
+                                    "phase.distill.sentences_file")
+    for i, file in enumerate(v.files):
+        texts += read_sentences(Path(file).expanduser(), f"vocab.files[{i}]")
+    prefix = cfg.base_model.prefix
+    return [prefix + t for t in dict.fromkeys(texts)]
+
+
 @dataclass
 class Checked:
     """A job whose config, model files and data passed every check; nothing is loaded yet."""
@@ -210,6 +250,8 @@ def check(cfg: TrainConfig) -> Checked:
     device = modeling.resolve_device(cfg.device)
     model_path = modeling.locate(cfg.base_model)
     modeling.check_depth(cfg.base_model, model_path)
+    if cfg.vocab.name is VocabKind.corpus:
+        vocab.check_files(Path(model_path))
     data = load_data(cfg)
     return Checked(kept=kept, device=device, model_path=model_path, data=data,
                    fingerprint=fingerprint(cfg, kept, device, model_path))
@@ -396,21 +438,36 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
     # The distillation targets: the unpruned pretrained model's embeddings (cached). A
     # pretrained student is that model until it is pruned; a random-init one needs the teacher.
     targets = None
+    unpruned = model if cfg.base_model.init is Init.pretrained else None
     if cfg.phase.distill is not None:
-        unpruned = model if cfg.base_model.init is Init.pretrained else None
         targets = teacher.embeddings(cfg.base_model, checked.model_path, device, data.distill,
-                                     bs, loaded=unpruned).embeddings
+                                     bs, loaded=unpruned, purpose="distillation").embeddings
+
+    # The reference a shipped model is measured against: the unpruned pretrained base as it
+    # is, no training, on STS test. Its embeddings are the teacher's (cached), so a sweep
+    # encodes them once per base model.
+    test_sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
+                                         *data.sts_test["sentence2"]]))
+    reference = teacher.embeddings(cfg.base_model, checked.model_path, device, test_sentences,
+                                   bs, loaded=unpruned, purpose="STS test reference")
+    scores = evaluation.sts_from_embeddings(
+        dict(zip(test_sentences, reference.embeddings, strict=True)), data.sts_test)
+    record({f"base_model/sts_test/{k}": v for k, v in scores.items()})
 
     # Time the model whole and pruned on the same sentences.
     if cfg.eval.speed_rounds:
-        sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
-                                        *data.sts_test["sentence2"]]))
-        sentences = sentences[: cfg.eval.speed_sentences]
+        sentences = test_sentences[: cfg.eval.speed_sentences]
         speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
         record({f"speed/{k}": v for k, v in speed.items()})
 
-    # 3. Prune in place; freeze the embeddings if asked.
+    # 3. Prune in place; trim the vocabulary and freeze the embeddings if asked.
     modeling.prune(model, kept)
+    if cfg.vocab.name is VocabKind.corpus:
+        started_trim = time.perf_counter()
+        ids = vocab.used_token_ids(model.tokenizer, data.vocab_corpus, cfg.vocab.min_count,
+                                   cfg.vocab.single_chars)
+        vocab.trim(model, ids)
+        record({"time/vocab_trim_s": time.perf_counter() - started_trim})
     if cfg.phase.freeze_embeddings:
         modeling.freeze_embeddings(model)
     counts = modeling.param_counts(model)
@@ -421,6 +478,7 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         "model/params_encoder": float(counts.encoder),
         "model/params_trainable": float(counts.trainable),
         "model/size_mb": counts.size_mb,
+        "model/vocab_size": float(modeling.hf_model(model).get_input_embeddings().num_embeddings),
     })
 
     # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
@@ -461,6 +519,7 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         with atomic_dir(output_dir / "model") as work:
             model.save(str(work))
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
+        record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     run.log_artifact(output_dir / "metrics.json")

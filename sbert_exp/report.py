@@ -36,9 +36,14 @@ COLUMNS = {  # report column -> MLflow metric
     "sts_after_sts": "after_sts/sts_test/spearman_cosine",
     "sts_final": "sts_test/spearman_cosine",
     "nli_accuracy": "nli_test/accuracy",
+    "base_sts": "base_model/sts_test/spearman_cosine",
+    "job_s": "time/total_s",
 }
 # `layers`: explicit pruning.layers; `none`: every layer kept, whatever was asked.
-STRATEGY_ORDER = {"top": 0, "middle": 1, "bottom": 2, "alternate": 3, "layers": 4, "none": 5}
+STRATEGY_ORDER = {name: i for i, name in enumerate((
+    "top", "middle", "bottom", "alternate", "block_influence", "angular", "greedy_dev", "layers",
+    "none"))}
+LINE_STRATEGIES = [s for s in STRATEGY_ORDER if s not in ("layers", "none")]
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:
@@ -136,6 +141,9 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
         raise UserError("the sweep has no finished job runs to report on")
     df = pd.DataFrame(rows).drop_duplicates("config_key").drop(columns="config_key")
     df["retained_pct"] = 100 * df.sts_final / df.unpruned_sts
+    # Against the base model as it is (unpruned, pretrained, untrained): what a shipped model
+    # replaces.
+    df["base_pct"] = 100 * df.sts_final / pd.to_numeric(df.base_sts)
     order = df.strategy.map(STRATEGY_ORDER)
     # One config's phases sit next to each other, so they compare side by side.
     return (df.assign(_o=order)
@@ -153,7 +161,7 @@ def references_outside(df: pd.DataFrame) -> dict[str, str]:
 def markdown(df: pd.DataFrame) -> str:
     head = ["base", "init", "strategy", "keep", "kept layers", "phase",
             "params total / emb / enc (M)", "speedup", "STSb before", "after NLI",
-            "after distill", "after STS", "NLI acc", "% of unpruned"]
+            "after distill", "after STS", "NLI acc", "% of unpruned", "% of base", "job (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x: float | None, fmt: str) -> str:
@@ -165,20 +173,42 @@ def markdown(df: pd.DataFrame) -> str:
         cells = [r.base, r.init, r.strategy, str(r.keep), r.kept_layers, r.phase, params,
                  f(r.speedup, ".2f") + "x", f(r.sts_before, ".4f"), f(r.sts_after_nli, ".4f"),
                  f(r.sts_after_distill, ".4f"), f(r.sts_after_sts, ".4f"),
-                 f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f")]
+                 f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f"), f(r.base_pct, ".1f"),
+                 f(r.job_s, ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     for base, run_id in references_outside(df).items():
         score = df.unpruned_sts[df.base == base].iloc[0]
         lines.append(f"\n% of unpruned for {base}: against the unpruned run {run_id} "
                      f"(STSb {score:.4f}), which is not part of this sweep.")
+    bases = df.dropna(subset=["base_sts"]).drop_duplicates("base")
+    if len(bases):
+        levels = ", ".join(f"{r.base} {r.base_sts:.4f}" for r in bases.itertuples())
+        lines.append(f"\n% of unpruned: against the unpruned model with the same training; "
+                     f"% of base: against the base model as it is, no training ({levels}).")
     return "\n".join(lines) + "\n"
 
 
-# Colour says where layers were removed, line style or fill says the init, marker the base.
+# Colour says which layers were kept, line style or fill says the init, marker the base; each
+# phase has its own panel, side by side, on one STSb scale.
 COLORS = {"top": "tab:blue", "middle": "tab:orange", "bottom": "tab:green",
-          "alternate": "tab:red", "layers": "tab:purple", "none": "black"}
+          "alternate": "tab:red", "block_influence": "tab:brown", "angular": "tab:cyan",
+          "greedy_dev": "tab:olive", "layers": "tab:purple", "none": "black"}
 MARKERS = "osD^vP*X"
 GREYS = ["dimgrey", "darkgrey", "black", "silver"]  # unpruned levels, one shade a base
+
+
+def _panels(plt, df: pd.DataFrame):
+    """A figure with one panel per phase (sharing the STSb axis), and the phases in order."""
+    phases = sorted(set(df.phase))
+    fig, axes = plt.subplots(1, len(phases), figsize=(3.2 + 4.8 * len(phases), 4.8),
+                             sharey=True, squeeze=False)
+    return fig, list(zip(phases, axes[0], strict=True))
+
+
+def _removed(strategy: str) -> str:
+    return {"none": "unpruned", "layers": "chosen layers"}.get(
+        strategy, f"{strategy} removed" if strategy in ("top", "middle", "bottom", "alternate")
+        else f"{strategy} choice")
 
 
 def plot(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -190,59 +220,66 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     paths = [out / "spearman_vs_layers.png", out / "quality_vs_speedup.png"]
     marker = {base: MARKERS[i % len(MARKERS)] for i, base in enumerate(sorted(set(df.base)))}
 
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, panels = _panels(plt, df)
+    for phase, ax in panels:
+        def reference_line(base: str, score: float, text: str, style: str, ax=ax) -> None:
+            ax.axhline(score, color=GREYS[sorted(marker).index(base) % len(GREYS)],
+                       linestyle=style, linewidth=1.2, label=text)
 
-    def reference_line(base: str, score: float, text: str, style: str) -> None:
-        ax.axhline(score, color=GREYS[sorted(marker).index(base) % len(GREYS)],
-                   linestyle=style, linewidth=1.2, label=text)
+        in_phase = df[df.phase == phase]
+        for (base, init), group in in_phase.groupby(["base", "init"]):
+            full = group[group.strategy == "none"]
+            random = init == "random"
+            for strategy in LINE_STRATEGIES:
+                line = pd.concat([group[group.strategy == strategy], full]).sort_values("keep")
+                if len(line[line.strategy == strategy]):
+                    ax.plot(line.keep, line.sts_final, "--" if random else "-",
+                            marker=marker[base], color=COLORS[strategy],
+                            mfc="white" if random else COLORS[strategy],
+                            label=f"{base}, {init}: {_removed(strategy)}")
+            chosen = group[group.strategy == "layers"]
+            if len(chosen):  # explicit layers follow no strategy: points, labelled with the layers
+                ax.plot(chosen.keep, chosen.sts_final, linestyle="none", marker=marker[base],
+                        markersize=8, color=COLORS["layers"],
+                        mfc="white" if random else COLORS["layers"],
+                        label=f"{base}, {init}: chosen layers")
+                for r in chosen.itertuples():
+                    ax.annotate(f"[{r.kept_layers}]", (r.keep, r.sts_final), fontsize=7,
+                                xytext=(5, -10), textcoords="offset points")
+            if len(full) and len(full) < len(group):  # the end of the lines above, as a level
+                reference_line(base, full.sts_final.iloc[0], f"{base}, {init}: unpruned",
+                               ":" if random else "-.")
+            elif len(full):  # a model of its own depth only (a small baseline): a point
+                ax.plot(full.keep, full.sts_final, linestyle="none", marker=marker[base],
+                        markersize=8, color=COLORS["none"], mfc="white" if random else "black",
+                        label=f"{base}, {init}: unpruned ({full.keep.iloc[0]} layers)")
+        for base in references_outside(in_phase):
+            reference_line(base, in_phase.unpruned_sts[in_phase.base == base].iloc[0],
+                           f"{base}, pretrained: unpruned (earlier run)", "-.")
+        for r in in_phase.dropna(subset=["base_sts"]).drop_duplicates("base").itertuples():
+            reference_line(r.base, r.base_sts, f"{r.base}: base model, no training", (0, (1, 3)))
+        ax.set_xticks(sorted(set(df.keep)))
+        ax.set_title(f"phase={phase}", fontsize=10)
+    _finish(fig, [ax for _, ax in panels], "kept layers",
+            "STSb quality vs kept layers, by pruning strategy", paths[0])
 
-    for (base, init), group in df.groupby(["base", "init"]):
-        full = group[group.strategy == "none"]
-        random = init == "random"
-        for strategy in ("top", "middle", "bottom", "alternate"):
-            line = pd.concat([group[group.strategy == strategy], full]).sort_values("keep")
-            if len(line[line.strategy == strategy]):
-                ax.plot(line.keep, line.sts_final, "--" if random else "-",
-                        marker=marker[base], color=COLORS[strategy],
-                        mfc="white" if random else COLORS[strategy],
-                        label=f"{base}, {init}: {strategy} removed")
-        chosen = group[group.strategy == "layers"]
-        if len(chosen):  # explicit layers follow no strategy: points, labelled with the layers
-            ax.plot(chosen.keep, chosen.sts_final, linestyle="none", marker=marker[base],
-                    markersize=8, color=COLORS["layers"],
-                    mfc="white" if random else COLORS["layers"],
-                    label=f"{base}, {init}: chosen layers")
-            for r in chosen.itertuples():
-                ax.annotate(f"[{r.kept_layers}]", (r.keep, r.sts_final), fontsize=7,
-                            xytext=(5, -10), textcoords="offset points")
-        if len(full) and len(full) < len(group):  # the end of the lines above, as a level
-            reference_line(base, full.sts_final.iloc[0], f"{base}, {init}: unpruned",
-                           ":" if random else "-.")
-        elif len(full):  # a model of its own depth only (a small baseline): a point
-            ax.plot(full.keep, full.sts_final, linestyle="none", marker=marker[base],
-                    markersize=8, color=COLORS["none"], mfc="white" if random else "black",
-                    label=f"{base}, {init}: unpruned ({full.keep.iloc[0]} layers)")
-    for base in references_outside(df):
-        reference_line(base, df.unpruned_sts[df.base == base].iloc[0],
-                       f"{base}, pretrained: unpruned (earlier run)", "-.")
-    ax.set_xticks(sorted(set(df.keep)))
-    _finish(fig, ax, "kept layers", "STSb quality vs kept layers, by pruning strategy", paths[0])
-
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    groups = df.groupby(["base", "init", "strategy"])
-    for base, init, strategy in sorted(groups.groups, key=lambda k: (k[0], k[1],
-                                                                     STRATEGY_ORDER[k[2]])):
-        group, random = groups.get_group((base, init, strategy)), init == "random"
-        name = {"none": "unpruned", "layers": "chosen layers"}.get(strategy, f"{strategy} removed")
-        ax.scatter(group.speedup, group.sts_final, marker=marker[base], s=45,
-                   edgecolors=COLORS[strategy], facecolors="white" if random else COLORS[strategy],
-                   label=f"{base}, {init}: {name}")
-        if not random:  # random-init points sit in a cluster; the legend tells them apart
-            for r in group.itertuples():
-                text = f"[{r.kept_layers}]" if strategy == "layers" else f"{r.keep}L"
-                ax.annotate(text, (r.speedup, r.sts_final), fontsize=8,
-                            xytext=(5, 3), textcoords="offset points")
-    _finish(fig, ax, "encode speedup vs the unpruned model (x)",
+    fig, panels = _panels(plt, df)
+    for phase, ax in panels:
+        groups = df[df.phase == phase].groupby(["base", "init", "strategy"])
+        for base, init, strategy in sorted(groups.groups,
+                                           key=lambda k: (k[0], k[1], STRATEGY_ORDER[k[2]])):
+            group, random = groups.get_group((base, init, strategy)), init == "random"
+            ax.scatter(group.speedup, group.sts_final, marker=marker[base], s=45,
+                       edgecolors=COLORS[strategy],
+                       facecolors="white" if random else COLORS[strategy],
+                       label=f"{base}, {init}: {_removed(strategy)}")
+            if not random:  # random-init points sit in a cluster; the legend tells them apart
+                for r in group.itertuples():
+                    text = f"[{r.kept_layers}]" if strategy == "layers" else f"{r.keep}L"
+                    ax.annotate(text, (r.speedup, r.sts_final), fontsize=8,
+                                xytext=(5, 3), textcoords="offset points")
+        ax.set_title(f"phase={phase}", fontsize=10)
+    _finish(fig, [ax for _, ax in panels], "encode speedup vs the unpruned model (x)",
             "STSb quality vs encode speed (labels: kept layers; hollow: random init)", paths[1])
     return paths
 
@@ -279,14 +316,20 @@ def plot_layer_scores(strategy: str, scores: Sequence[float], kept: Sequence[int
     return path
 
 
-def _finish(fig, ax, xlabel: str, title: str, path: Path) -> None:
+def _finish(fig, axes, xlabel: str, title: str, path: Path) -> None:
+    """Labels, one legend for every panel (each label once), the file."""
     import matplotlib.pyplot as plt
 
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("STSb test Spearman (cosine)")
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    legend: dict[str, object] = {}
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    axes[0].set_ylabel("STSb test Spearman (cosine)")
+    fig.suptitle(title, fontsize=11)
+    axes[-1].legend(legend.values(), legend.keys(), fontsize=8, loc="upper left",
+                    bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -97,6 +97,20 @@ class StageConfig:
     warmup_ratio: float = 0.1
 
 
+class StsLoss(StrEnum):
+    """The STS stage's loss on (sentence1, sentence2, gold score scaled to 0..1)."""
+
+    cosine = "cosine"  # CosineSimilarityLoss: MSE between cosine and the score (SBERT)
+    cosent = "cosent"  # CoSENTLoss: ranks the pairs' cosines as their scores rank
+
+
+@dataclass
+class StsStageConfig(StageConfig):
+    """The STS stage: a stage with a choice of loss."""
+
+    loss: StsLoss = StsLoss.cosine
+
+
 @dataclass
 class DistillConfig:
     """Budget and optimiser settings of the distillation stage: the pruned student learns the
@@ -119,7 +133,7 @@ class PhaseConfig:
     name: str = MISSING
     nli: StageConfig | None = None
     distill: DistillConfig | None = None
-    sts: StageConfig | None = None
+    sts: StsStageConfig | None = None
     # Keep the token, position and type embeddings fixed while fine-tuning: with large
     # vocabularies (e5_small, MuRIL) they are most of the parameters and of the update cost.
     freeze_embeddings: bool = False
@@ -159,6 +173,29 @@ class DatasetConfig:
     num_labels: int = 3
 
 
+class VocabKind(StrEnum):
+    """Which tokens the model keeps: all of them, or those a corpus uses."""
+
+    none = "none"
+    corpus = "corpus"
+
+
+@dataclass
+class VocabConfig:
+    """Vocabulary trimming, after pruning and before fine-tuning (`sbert_exp.vocab`)."""
+
+    name: VocabKind = VocabKind.none
+    # corpus: the text whose tokens are kept. The dataset's training splits (nli_train,
+    # sts_train: every pair, never a test split) and the distillation sentences file, plus
+    # `files`: local UTF-8 text files, one text per line.
+    training_splits: bool = True
+    files: list[str] = field(default_factory=list)
+    min_count: int = 1  # > 1 also drops rare tokens: their words then split differently
+    # Also keep every one-character piece of the scripts the corpus uses, so that words
+    # outside it spell out in known pieces rather than one unknown token.
+    single_chars: bool = True
+
+
 @dataclass
 class EvalConfig:
     batch_size: int | None = None  # null: 64 on CPU, 256 on CUDA
@@ -182,6 +219,7 @@ class TrainConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     phase: PhaseConfig = MISSING
     dataset: DatasetConfig = MISSING
+    vocab: VocabConfig = field(default_factory=VocabConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 42
@@ -212,8 +250,9 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
 
 def _read_splits(cfg: DictConfig) -> set[str]:
     """The dataset splits a job reads: its stages' training (and NLI test) pairs, the STS test
-    pairs, the distillation sentences' training splits (unless they come from a file), and what
-    its layer choice scores on (calibration sentences, STS dev pairs)."""
+    pairs, the distillation sentences' training splits (unless they come from a file), the
+    vocabulary corpus's, and what its layer choice scores on (calibration sentences, STS dev
+    pairs)."""
     read = {"sts_test"}
     if cfg.phase.get("nli") is not None:
         read |= {"nli_train", "nli_test"}
@@ -222,6 +261,9 @@ def _read_splits(cfg: DictConfig) -> set[str]:
     distill = cfg.phase.get("distill")
     if distill is not None and distill.get("sentences_file") is None:
         read |= {"nli_train", "sts_train"}  # distillation sentences: both training splits
+    vocab = cfg.get("vocab")
+    if vocab is not None and str(vocab.get("name")) == "corpus" and vocab.get("training_splits"):
+        read |= {"nli_train", "sts_train"}
     pruning = cfg.pruning
     if pruning.get("layers") is None and pruning.get("keep") is not None:
         strategy = str(pruning.get("strategy"))

@@ -53,12 +53,13 @@ def cache_root() -> Path:
 
 
 def embeddings(base: BaseModelConfig, model_path: str, device: str, sentences: Sequence[str],
-               batch_size: int, loaded=None) -> Targets:
+               batch_size: int, loaded=None, purpose: str = "distillation") -> Targets:
     """The teacher's embeddings of `sentences`, from the cache or computed and cached.
 
     `loaded`: the base model already in memory with its pretrained weights and every layer (the
     student before pruning), encoded instead of loading the teacher again; None loads the
     pretrained base from `model_path` on a cache miss only, and frees it after encoding.
+    `purpose` names the sentences in the log line.
     """
     from filelock import FileLock
 
@@ -75,8 +76,9 @@ def embeddings(base: BaseModelConfig, model_path: str, device: str, sentences: S
             found = _encode(base, model_path, device, sentences, batch_size, loaded)
             _write(root, key, found, base)
     seconds = time.perf_counter() - started
-    log.info("teacher embeddings: %s (%d sentences, key %s) in %.1f s",
-             "computed" if computed else "read from the cache", len(sentences), key, seconds)
+    log.info("teacher embeddings: %s (%s, %d sentences, key %s) in %.1f s",
+             "computed" if computed else "read from the cache", purpose, len(sentences), key,
+             seconds)
     return Targets(embeddings=found, computed=computed, seconds=seconds)
 
 

@@ -14,7 +14,7 @@ from datasets import Dataset
 from torch import nn
 
 from sbert_exp.modeling import default_prompt, precision
-from sbert_exp.schema import DistillConfig, StageConfig
+from sbert_exp.schema import DistillConfig, StageConfig, StsLoss, StsStageConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,17 @@ def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int,
     return loss.classifier, result
 
 
-def train_sts(model, pairs: Dataset, stage: StageConfig, seed: int) -> StageResult:
-    """CosineSimilarityLoss on gold scores already scaled to 0..1."""
-    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int) -> StageResult:
+    """The stage's loss on gold scores already scaled to 0..1: CosineSimilarityLoss (SBERT's
+    regression of the cosine onto the score) or CoSENTLoss (only the order of the pairs'
+    cosines counts, which leaves a sentence-tuned model's cosine scale alone)."""
+    from sentence_transformers.sentence_transformer.losses import (
+        CoSENTLoss,
+        CosineSimilarityLoss,
+    )
 
-    return _train(model, CosineSimilarityLoss(model), pairs, stage, seed)
+    loss = CoSENTLoss(model) if stage.loss is StsLoss.cosent else CosineSimilarityLoss(model)
+    return _train(model, loss, pairs, stage, seed)
 
 
 def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: DistillConfig,

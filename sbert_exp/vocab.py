@@ -29,6 +29,7 @@ import logging
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,6 +75,34 @@ def _spec(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         raise ConfigError(f"vocab=corpus cannot rebuild a {kind} tokenizer{detail}: "
                           "use vocab=none for this base model")
     return spec
+
+
+def check_files(model_dir: Path) -> None:
+    """Refuse, from the model's files alone (before it loads), a tokenizer `trim` cannot
+    rebuild: its `tokenizer.json` model, else what the slow tokenizer's files make of it
+    (vocab.txt: WordPiece; sentencepiece.bpe.model: Unigram; vocab.json + merges.txt: BPE)."""
+    spec = model_dir / "tokenizer.json"
+    if spec.is_file():
+        try:
+            parsed = json.loads(spec.read_text(encoding="utf-8"))
+            kind = parsed["model"]["type"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"vocab=corpus: {spec} is not a tokenizers file with a model type: "
+                              "fix the file or use vocab=none") from None
+        byte_level = "ByteLevel" in json.dumps(parsed.get("pre_tokenizer"))
+    elif (model_dir / "merges.txt").is_file():
+        kind, byte_level = "BPE", (model_dir / "vocab.json").is_file()
+    elif (model_dir / "vocab.txt").is_file():
+        kind, byte_level = "WordPiece", False
+    elif any(model_dir.glob("*.model")):
+        kind, byte_level = "Unigram", False
+    else:
+        raise ConfigError(f"vocab=corpus: {model_dir} has no tokenizer files (tokenizer.json, "
+                          "vocab.txt, *.model): use vocab=none for this base model")
+    if kind not in SUPPORTED:
+        detail = " (byte-level, as RoBERTa's)" if byte_level else ""
+        raise ConfigError(f"vocab=corpus cannot rebuild a {kind} tokenizer{detail}: "
+                          "use vocab=none for this base model")
 
 
 def _script(char: str) -> str:

@@ -27,6 +27,16 @@ WORDS = (
 ).split()
 
 
+@pytest.fixture(autouse=True)
+def _teacher_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Teacher embeddings of the tests' models go to the session's temp dir, not the user's
+    cache (every job encodes the STS test reference through it)."""
+    from sbert_exp import teacher
+
+    root = tmp_path_factory.getbasetemp() / "teacher_embeddings"
+    monkeypatch.setattr(teacher, "cache_root", lambda: root)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 12-layer BERT (hidden 32) with a WordPiece vocab, saved to disk."""

@@ -64,8 +64,15 @@ def _student(cfg, kept: list[int]):
 
 
 def _teacher_lines(caplog) -> list[str]:
-    return [r.getMessage().split(" (")[0] for r in caplog.records
-            if r.name == "sbert_exp.teacher"]
+    """'computed distillation', 'read from the cache STS test reference', ... in log order."""
+    return [" ".join(r.getMessage().removeprefix("teacher embeddings: ").split(", ")[0]
+                     .split(" (")) for r in caplog.records if r.name == "sbert_exp.teacher"]
+
+
+def _targets(cache: Path, count: int) -> np.ndarray:
+    """The cached teacher embeddings of the `count` distillation sentences."""
+    [found] = [a for a in map(np.load, sorted(cache.glob("*.npy"))) if len(a) == count]
+    return found
 
 
 # ------------------------------------------------------------------ composition
@@ -150,8 +157,7 @@ def test_distillation_moves_the_pruned_student_to_the_teacher(tiny_bert, tmp_pat
 
     cfg, _ = compose([*_overrides(tiny_bert, tmp_path), "pruning.keep=3"])
     sentences = load_data(cfg).distill
-    [cached] = cache.glob("*.npy")
-    targets = np.load(cached)
+    targets = _targets(cache, len(sentences))
     full = modeling.load_base(cfg.base_model, "cpu", str(tiny_bert))
     np.testing.assert_allclose(full.encode(sentences, batch_size=64), targets, atol=1e-5)
     # The student's MSE to the teacher on the distillation sentences drops.
@@ -178,21 +184,25 @@ def test_teacher_is_encoded_once_per_sentence_set_whatever_the_keep_and_init(
                   "phase.distill.batch_size=16", "phase.distill.lr=1e-3"]
     metrics = _job(random_job, tmp_path / "random")
     assert DISTILL_METRICS <= set(metrics)
-    assert inits == ["random", "pretrained"]  # the student, then the teacher
-    assert _teacher_lines(caplog) == ["teacher embeddings: computed"]
+    # The student, then the teacher for each cache miss: the distillation targets and the
+    # STS test reference (the unpruned model's score).
+    assert inits == ["random", "pretrained", "pretrained"]
+    computed = ["computed distillation", "computed STS test reference"]
+    assert _teacher_lines(caplog) == computed
 
     _job([*_overrides(tiny_bert, tmp_path), "pruning.keep=2"], tmp_path / "pretrained")
-    assert inits == ["random", "pretrained", "pretrained"]  # the second student only
-    assert _teacher_lines(caplog) == ["teacher embeddings: computed",
-                                      "teacher embeddings: read from the cache"]
-    assert len(list(cache.glob("*.npy"))) == len(list(cache.glob("*.json"))) == 1
+    assert inits == ["random", "pretrained", "pretrained", "pretrained"]  # the second student
+    assert _teacher_lines(caplog) == [*computed, "read from the cache distillation",
+                                      "read from the cache STS test reference"]
+    assert len(list(cache.glob("*.npy"))) == len(list(cache.glob("*.json"))) == 2
 
     # The random-init student learnt the pretrained teacher's embeddings.
     from sentence_transformers import SentenceTransformer
 
     monkeypatch.setattr(modeling, "load_base", load_base)
     cfg, _ = compose(random_job)
-    sentences, targets = load_data(cfg).distill, np.load(next(cache.glob("*.npy")))
+    sentences = load_data(cfg).distill
+    targets = _targets(cache, len(sentences))
     full = modeling.load_base(compose(_overrides(tiny_bert, tmp_path))[0].base_model, "cpu",
                               str(tiny_bert))
     np.testing.assert_allclose(full.encode(sentences, batch_size=64), targets, atol=1e-5)
@@ -296,26 +306,52 @@ def test_bad_input_ends_in_one_line_before_any_model_loads(overrides, message, t
 # ------------------------------------------------------------------ report
 
 
-def test_report_sets_phases_side_by_side():
+def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
     from sbert_exp import report
 
-    def run(run_id: str, phase: str, metrics: dict[str, float]) -> dict:
+    def run(run_id: str, phase: str, strategy: str, kept: str, metrics: dict[str, float]) -> dict:
         params = {"base_model.name": "m", "base_model.num_layers": "4",
-                  "pruning.strategy": "top", "pruning.kept_layers": "0,1", "phase.name": phase}
+                  "pruning.strategy": strategy, "pruning.kept_layers": kept, "phase.name": phase}
         return {"run_id": run_id, "status": "FINISHED", "params": params, "tags": {},
                 "metrics": {"model/params_total": 3e6, "model/params_embeddings": 1e6,
-                            "model/params_encoder": 1e6, **metrics}}
+                            "model/params_encoder": 1e6, "speed/speedup_vs_unpruned": 2.0,
+                            "base_model/sts_test/spearman_cosine": 0.8, "time/total_s": 61.4,
+                            "sts_test/spearman_cosine": metrics[
+                                "after_sts/sts_test/spearman_cosine"], **metrics}}
 
     df = report.table([
-        run("s", "sts", {"after_sts/sts_test/spearman_cosine": 0.5}),
-        run("d", "distill_sts", {"after_distill/sts_test/spearman_cosine": 0.6,
-                                 "after_sts/sts_test/spearman_cosine": 0.7}),
-        run("n", "nli_sts", {"after_sts/sts_test/spearman_cosine": 0.4})])
-    assert list(df.phase) == ["distill_sts", "nli_sts", "sts"]
-    assert df.sts_after_distill.tolist()[0] == 0.6 and df.sts_after_distill[1:].isna().all()
+        run("s", "sts", "top", "0,1", {"after_sts/sts_test/spearman_cosine": 0.5}),
+        run("d", "distill_sts", "top", "0,1", {"after_distill/sts_test/spearman_cosine": 0.6,
+                                               "after_sts/sts_test/spearman_cosine": 0.7}),
+        run("n", "nli_sts", "top", "0,1", {"after_sts/sts_test/spearman_cosine": 0.4}),
+        run("g", "distill_sts", "greedy_dev", "0,3",
+            {"after_sts/sts_test/spearman_cosine": 0.76})])
+    assert list(zip(df.strategy, df.phase, strict=True)) == [
+        ("top", "distill_sts"), ("top", "nli_sts"), ("top", "sts"), ("greedy_dev", "distill_sts")]
+    assert df.sts_after_distill.tolist()[0] == 0.6 and df.sts_after_distill[1:3].isna().all()
+    assert df.base_pct.tolist() == pytest.approx([87.5, 50.0, 62.5, 95.0])
     lines = report.markdown(df).splitlines()
     assert lines[0] == ("| base | init | strategy | keep | kept layers | phase | params total / "
                         "emb / enc (M) | speedup | STSb before | after NLI | after distill | "
-                        "after STS | NLI acc | % of unpruned |")
-    assert lines[2].startswith("| m | pretrained | top | 2 | 0 1 | distill_sts | 3.0 / 1.0 / 1.0 "
-                               "| -x | - | - | 0.6000 | 0.7000 | - | - |")
+                        "after STS | NLI acc | % of unpruned | % of base | job (s) |")
+    assert lines[2] == ("| m | pretrained | top | 2 | 0 1 | distill_sts | 3.0 / 1.0 / 1.0 "
+                        "| 2.00x | - | - | 0.6000 | 0.7000 | - | - | 87.5 | 61 |")
+
+    # The plots: one panel per phase, on one STSb axis; scored strategies have their colour.
+    panels: dict[str, dict[str, list]] = {}
+    finish = report._finish
+
+    def record(fig, axes, xlabel, title, path):
+        panels[path.name] = {ax.get_title(): ax.get_legend_handles_labels()[1] for ax in axes}
+        assert all(ax.get_ylim() == axes[0].get_ylim() for ax in axes)
+        finish(fig, axes, xlabel, title, path)
+
+    monkeypatch.setattr(report, "_finish", record)
+    report.plot(df, tmp_path)
+    lines = panels["spearman_vs_layers.png"]
+    assert list(lines) == ["phase=distill_sts", "phase=nli_sts", "phase=sts"]
+    assert lines["phase=distill_sts"] == ["m, pretrained: top removed",
+                                          "m, pretrained: greedy_dev choice",
+                                          "m: base model, no training"]
+    assert lines["phase=sts"] == ["m, pretrained: top removed", "m: base model, no training"]
+    assert list(panels["quality_vs_speedup.png"]) == list(lines)

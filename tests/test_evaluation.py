@@ -13,7 +13,7 @@ from conftest import compose, tiny_overrides
 from sbert_exp import evaluation, modeling, training
 from sbert_exp.data import load_split
 from sbert_exp.pipeline import load_data, run_job
-from sbert_exp.schema import BaseModelConfig, Pooling, Source, StageConfig
+from sbert_exp.schema import BaseModelConfig, Pooling, Source, StsLoss, StsStageConfig
 from sbert_exp.tracking import flatten
 
 PREFIX = "query: "
@@ -97,7 +97,7 @@ def test_training_sees_the_prefix_once(tiny_bert):
     """The trainer ignores the default prompt; ours hands it over, so training equals by-hand."""
     pairs = Dataset.from_dict({"sentence1": SENTENCES * 2, "sentence2": SENTENCES[::-1] * 2,
                                "score": [i / 11 for i in range(12)]})
-    stage = StageConfig(max_pairs=None, batch_size=4, lr=1e-3)
+    stage = StsStageConfig(max_pairs=None, batch_size=4, lr=1e-3)
     prompted = _load(tiny_bert, PREFIX)
     training.train_sts(prompted, pairs, stage, seed=0)
     by_hand = _load(tiny_bert)
@@ -109,6 +109,16 @@ def test_training_sees_the_prefix_once(tiny_bert):
     assert any(not torch.equal(v, untouched[k]) for k, v in trained.items())
     for key, value in modeling.hf_model(prompted).state_dict().items():
         assert torch.equal(value, trained[key]), key
+
+
+@pytest.mark.parametrize(("loss", "name"), [("cosine", "CosineSimilarityLoss"),
+                                             ("cosent", "CoSENTLoss")])
+def test_sts_stage_trains_with_the_configured_loss(loss, name, tiny_bert, monkeypatch):
+    used = []
+    monkeypatch.setattr(training, "_train", lambda model, fn, *a, **k: used.append(fn))
+    stage = StsStageConfig(max_pairs=None, loss=StsLoss(loss))
+    training.train_sts(_load(tiny_bert), Dataset.from_dict({}), stage, seed=0)
+    assert [type(fn).__name__ for fn in used] == [name]
 
 
 # 2. Our evaluators against the library's.

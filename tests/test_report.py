@@ -57,7 +57,12 @@ def test_report_rows_files_and_parent_artifacts(sweep):
     assert row.retained_pct == pytest.approx(100 * row.sts_final / unpruned.sts_final)
     assert (df.params_total > df.params_encoder).all()
     md = (sweep_dir / "report.md").read_text().splitlines()
-    assert len(md) == 2 + 6 and md[0].startswith("| base | init | strategy | keep |")
+    assert len(md) == 2 + 6 + 2 and md[0].startswith("| base | init | strategy | keep |")
+    # The base model untrained, every layer: its reference score is its own score.
+    assert unpruned.base_pct == pytest.approx(100.0, abs=1e-3)
+    assert md[-1] == ("% of unpruned: against the unpruned model with the same training; % of "
+                      f"base: against the base model as it is, no training (tiny_bert "
+                      f"{unpruned.base_sts:.4f}).")
     for png in paths[2:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -96,7 +101,7 @@ def test_unpruned_reference_from_an_earlier_sweep(sweep, tiny_bert):
     assert df.unpruned_sts[0] == pytest.approx(unpruned.sts_final)
     assert df.retained_pct[0] == pytest.approx(100 * df.sts_final[0] / unpruned.sts_final)
     assert df.unpruned_run[0] == unpruned.unpruned_run
-    assert (later / "report.md").read_text().splitlines()[-1] == (
+    assert (later / "report.md").read_text().splitlines()[-3] == (
         f"% of unpruned for tiny_bert: against the unpruned run {unpruned.unpruned_run} "
         f"(STSb {unpruned.sts_final:.4f}), which is not part of this sweep.")
 
@@ -184,10 +189,11 @@ def test_layers_rows_sort_apart_and_plot_as_points(tmp_path, monkeypatch):
     drawn: dict[str, dict[str, object]] = {}
     finish = report._finish
 
-    def record(fig, ax, xlabel, title, path):
-        handles, labels = ax.get_legend_handles_labels()
+    def record(fig, axes, xlabel, title, path):
+        assert len(axes) == 1  # one phase, one panel
+        handles, labels = axes[0].get_legend_handles_labels()
         drawn[path.name] = dict(zip(labels, handles, strict=True))
-        finish(fig, ax, xlabel, title, path)
+        finish(fig, axes, xlabel, title, path)
 
     monkeypatch.setattr(report, "_finish", record)
     assert [p.name for p in report.plot(df, tmp_path)] == ["spearman_vs_layers.png",

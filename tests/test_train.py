@@ -23,7 +23,8 @@ NLI_STS_METRICS = {
     "nli_test/accuracy",
     "model/params_total", "model/params_embeddings", "model/params_encoder",
     "model/params_trainable",
-    "model/num_layers", "model/size_mb",
+    "model/num_layers", "model/size_mb", "model/vocab_size", "model/disk_mb",
+    "base_model/sts_test/spearman_cosine", "base_model/sts_test/pearson_cosine",
     "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned",
     "train_nli/loss", "train_nli/seconds", "train_nli/pairs", "train_nli/pairs_per_s",
     "train_sts/loss", "train_sts/seconds", "train_sts/pairs", "train_sts/pairs_per_s",
@@ -112,6 +113,14 @@ def test_phase_none_logs_no_training_metrics(tiny_bert, tmp_path):
     assert metrics["sts_test/spearman_cosine"] == metrics["before/sts_test/spearman_cosine"]
     assert metrics["model/num_layers"] == 12
     assert not (tmp_path / "job" / "model").exists()
+    # The base model's reference score, from the teacher's embeddings, is the unpruned
+    # model's score: the same cosine Spearman, up to padding in other batches.
+    reference = metrics["base_model/sts_test/spearman_cosine"]
+    assert reference == pytest.approx(metrics["sts_test/spearman_cosine"], abs=1e-5)
+    pruned = _job([*tiny_overrides(tiny_bert, tmp_path, phase="none"), "pruning.keep=3",
+                   "save_model=false"], tmp_path / "pruned")
+    assert pruned["base_model/sts_test/spearman_cosine"] == reference
+    assert pruned["sts_test/spearman_cosine"] != pytest.approx(reference, abs=1e-3)
 
 
 def test_frozen_embeddings_stay_as_loaded(tiny_bert, tmp_path):
@@ -139,7 +148,8 @@ def test_final_evaluation_only(tiny_bert, tmp_path):
     assert set(NLI_STS_METRICS) - set(metrics) == {
         "before/sts_test/spearman_cosine", "before/sts_test/pearson_cosine",
         "after_nli/sts_test/spearman_cosine", "after_nli/sts_test/pearson_cosine",
-        "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned"}
+        "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned",
+        "model/disk_mb"}  # save_model=false
     assert set(metrics) < NLI_STS_METRICS
     assert metrics["sts_test/spearman_cosine"] == metrics["after_sts/sts_test/spearman_cosine"]
     client, runs = _runs(tmp_path / "mlflow.db", "tests")

@@ -334,3 +334,79 @@ def test_real_e5_tokenizer_tokenizes_the_corpus_the_same_after_trimming():
     unseen = trimmed("query: दिल्ली zebra")["input_ids"]
     assert tokenizer.unk_token_id not in tokenizer("query: दिल्ली zebra")["input_ids"]
     assert trimmed.unk_token_id not in unseen
+
+
+# ------------------------------------------------------------------ the vocab config group
+
+
+def _vocab_job(tiny_bert: Path, tmp_path: Path, name: str, *more: str) -> dict[str, float]:
+    from conftest import run_tiny_job, tiny_overrides
+
+    return run_tiny_job([*tiny_overrides(tiny_bert, tmp_path, phase="none"), "pruning.keep=3",
+                         "eval.speed_rounds=0", *more], tmp_path / name)
+
+
+def test_vocab_corpus_job_trims_and_saves_a_model_with_the_same_embeddings(tiny_bert, tmp_path):
+    """A corpus file of three sentences: the saved model keeps their tokens and the special
+    ones, and embeds them bit-identically to the untrimmed pruned model."""
+    from sentence_transformers import SentenceTransformer
+
+    corpus = ["a man is playing a guitar", "two dogs are running on the beach", "people dance"]
+    (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n")
+    full = _vocab_job(tiny_bert, tmp_path, "full")
+    trimmed = _vocab_job(tiny_bert, tmp_path, "trimmed", "vocab=corpus",
+                         "vocab.training_splits=false", f"vocab.files=[{tmp_path}/corpus.txt]",
+                         "vocab.single_chars=false")
+    vocab_size = len((tiny_bert / "vocab.txt").read_text().split())
+    assert full["model/vocab_size"] == vocab_size
+    models = {name: SentenceTransformer(str(tmp_path / name / "model"), device="cpu")
+              for name in ("full", "trimmed")}
+    kept = used_token_ids(models["full"].tokenizer, corpus)
+    assert trimmed["model/vocab_size"] == len(kept) < vocab_size
+    assert hf_model(models["trimmed"]).get_input_embeddings().num_embeddings == len(kept)
+    assert trimmed["model/params_embeddings"] == (full["model/params_embeddings"]
+                                                  - 32 * (vocab_size - len(kept)))
+    assert trimmed["model/disk_mb"] < full["model/disk_mb"]
+    assert torch.equal(*(m.encode(corpus, convert_to_tensor=True) for m in models.values()))
+
+
+@pytest.mark.parametrize(("more", "message"), [
+    (["vocab.files=[{tmp}/none.txt]"],
+     "vocab.files[0]: file {tmp}/none.txt does not exist: fix the path"),
+    (["vocab.files=[{tmp}/empty.txt]"],
+     "vocab.files[0]: {tmp}/empty.txt holds no sentences: write one sentence per line"),
+    (["vocab.min_count=0"], "vocab.min_count=0 is invalid: it must be at least 1"),
+    (["vocab.training_splits=false"],
+     "vocab=corpus has no text: dataset=snli_stsb gives no training split (or "
+     "vocab.training_splits=false) and vocab.files is empty: add "
+     "vocab.files=[path/to/text.txt]"),
+], ids=["missing", "empty", "min_count", "no_text"])
+def test_bad_vocab_input_is_one_line_before_any_model_loads(more, message, tiny_bert, tmp_path,
+                                                            monkeypatch):
+    from sbert_exp import modeling
+    from sbert_exp.errors import UserError
+
+    monkeypatch.setattr(modeling, "load_base", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(UserError) as caught:
+        _vocab_job(tiny_bert, tmp_path, "job", "vocab=corpus",
+                   *[m.format(tmp=tmp_path) for m in more])
+    assert str(caught.value) == message.format(tmp=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_bpe_base_model_is_refused_from_its_files(tiny_roberta, tmp_path, monkeypatch):
+    from conftest import run_tiny_job, tiny_overrides
+    from sbert_exp import modeling
+
+    monkeypatch.setattr(modeling, "load_base", lambda *a, **k: pytest.fail("model loaded"))
+    overrides = [o if not o.startswith("base_model.location=")
+                 else f"base_model.location={tiny_roberta}"
+                 for o in tiny_overrides(tiny_roberta, tmp_path, phase="none")]
+    overrides = [o if not o.startswith("base_model.num_layers=") else "base_model.num_layers=2"
+                 for o in overrides]
+    with pytest.raises(ConfigError) as caught:
+        run_tiny_job([*overrides, "pruning.keep=1", "vocab=corpus"], tmp_path / "job")
+    assert str(caught.value) == ("vocab=corpus cannot rebuild a BPE tokenizer (byte-level, as "
+                                 "RoBERTa's): use vocab=none for this base model")
+    assert not (tmp_path / "mlflow.db").exists()
