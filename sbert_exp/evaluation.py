@@ -112,3 +112,15 @@ def speed_vs_unpruned(model, keep: Sequence[int], sentences: list[str], batch_si
         "speedup_vs_unpruned": full_s / pruned_s,
     }
 
+
+def best_encode_seconds(models: dict[str, object], sentences: list[str], batch_size: int,
+                        rounds: int) -> dict[str, float]:
+    """The best of `rounds` encode timings of each model on the same sentences, the models
+    alternating within each round after one warm-up each (as `speed_vs_unpruned`)."""
+    timings: dict[str, list[float]] = {name: [] for name in models}
+    for warmup in (True, *([False] * max(rounds, 1))):
+        for name, model in models.items():
+            seconds = _encode_seconds(model, sentences, batch_size)
+            if not warmup:
+                timings[name].append(seconds)
+    return {name: min(values) for name, values in timings.items()}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -35,16 +34,12 @@ from torch import nn
 from sbert_exp.atomic import atomic_dir
 from sbert_exp.errors import ConfigError
 from sbert_exp.modeling import hf_model
+from sbert_exp.schema import ExportBackend
 
 log = logging.getLogger(__name__)
 
 
-class Backend(StrEnum):
-    none = "none"
-    onnx = "onnx"
-    onnx_int8 = "onnx_int8"
-    torch_int8 = "torch_int8"
-
+Backend = ExportBackend  # the `export` option's values
 
 MANIFEST = "export.json"
 ONNX_FILES = {

@@ -156,6 +156,8 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     # earlier runs keep their keys.
     if cfg.vocab.name.value != "none":
         config["vocab"] = asdict(cfg.vocab)
+    if cfg.export.value != "none":
+        config["export"] = cfg.export.value
     if config["phase"]["sts"] is not None and config["phase"]["sts"]["loss"] == "cosine":
         del config["phase"]["sts"]["loss"]
     text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -14,13 +15,21 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from sbert_exp import evaluation, modeling, selection, teacher, training, vocab
+from sbert_exp import evaluation, export, modeling, selection, teacher, training, vocab
 from sbert_exp.atomic import atomic_dir, write_text
-from sbert_exp.data import load_split, read_sentences, sample_sentences, subsample
+from sbert_exp.data import load_split, read_sentences, resolve_path, sample_sentences, subsample
 from sbert_exp.errors import ConfigError
-from sbert_exp.fingerprint import Fingerprint, fingerprint
+from sbert_exp.fingerprint import Fingerprint, fingerprint, read_splits
 from sbert_exp.pruning import SCORED, PruningError, Strategy, kept_layers, pruning_label
-from sbert_exp.schema import DistillConfig, Init, StageConfig, TrainConfig, VocabKind
+from sbert_exp.schema import (
+    DistillConfig,
+    ExportBackend,
+    Init,
+    Source,
+    StageConfig,
+    TrainConfig,
+    VocabKind,
+)
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
     JOB_TAG,
@@ -63,6 +72,11 @@ def plan(cfg: TrainConfig) -> list[int] | None:
                               "phase.distill.sentences_file, or one of those splits")
         _check_stage("distill", distill)
     _check_vocab(cfg)
+    if cfg.export is not ExportBackend.none:
+        if not cfg.save_model:
+            raise ConfigError(f"export={cfg.export} exports the saved model: set "
+                              "save_model=true, or export=none")
+        export.check_available(cfg.export)
     if cfg.eval.nli_test_max_pairs is not None and cfg.eval.nli_test_max_pairs < 1:
         raise ConfigError("eval.nli_test_max_pairs must be at least 1, or null for all pairs")
     if cfg.eval.batch_size is not None and cfg.eval.batch_size < 1:
@@ -320,12 +334,54 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             return origin.metrics
         with tracker.run(run_name, tags=tags, parent_run_id=parent_run_id) as run:
             run.log_params(params)
+            run.log_datasets(_datasets(cfg, fp))
             return _train_and_evaluate(cfg, checked, output_dir, run, started)
+
+
+SPLIT_CONTEXT = {"nli_train": "training", "sts_train": "training", "sts_dev": "validation",
+                 "nli_test": "evaluation", "sts_test": "evaluation"}
+
+
+def _datasets(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, str]]:
+    """(name, digest, source, context) of each split the job reads, for the run's inputs."""
+    found = []
+    for name, split in read_splits(cfg).items():
+        digest = fp.parts.get(f"data.{name}")
+        if digest is None:
+            continue
+        source = (split.location if split.source is Source.hub
+                  else str(resolve_path(split, f"dataset.{name}")))
+        found.append((f"{cfg.dataset.name}/{name}", digest, source, SPLIT_CONTEXT[name]))
+    return found
+
+
+def _export(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
+            batch_size: int) -> dict[str, float]:
+    """Export the saved model, score the export on STS test and time it against the unpruned
+    fp32 base model: same sentences, same process, alternating rounds, on the CPU (ONNX
+    Runtime and torch's int8 kernels run there)."""
+    started = time.perf_counter()
+    folder = export.export(output_dir / "model", cfg.export, output_dir / f"model_{cfg.export}")
+    seconds = time.perf_counter() - started
+    served = export.load(folder)
+    metrics = {f"export/sts_test/{k}": v
+               for k, v in evaluation.sts_scores(served, data.sts_test, batch_size).items()}
+    if cfg.eval.speed_rounds:
+        pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
+        unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
+        sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
+                                        *data.sts_test["sentence2"]]))[: cfg.eval.speed_sentences]
+        best = evaluation.best_encode_seconds({"unpruned": unpruned, "export": served},
+                                              sentences, batch_size, cfg.eval.speed_rounds)
+        metrics.update({"export/sentences_per_s": len(sentences) / best["export"],
+                        "export/speedup_vs_unpruned": best["unpruned"] / best["export"]})
+    metrics.update({"export/disk_mb": modeling.disk_mb(folder), "export/seconds": seconds})
+    return metrics
 
 
 def _remove_partial_saves(output_dir: Path) -> None:
     """A process killed while saving leaves its temporary model folder: drop it."""
-    for partial in output_dir.glob(".model-*"):
+    for partial in output_dir.glob(".model*-*"):  # .model-*, .model_<export>-*
         shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -338,6 +394,20 @@ def _restore(done: list[FinishedRun], save_model: bool, output_dir: Path) -> boo
     return True
 
 
+def _link_tree(source: Path, target: Path) -> None:
+    with atomic_dir(target) as work:
+        for path in sorted(source.rglob("*")):
+            dest = work / path.relative_to(source)
+            if path.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+
+
 def _link_model(runs: list[FinishedRun], target: Path) -> bool:
     """Put a saved model of `runs` at `target`: hard links to its files (no extra disk space,
     and they outlive the original folder), copies across file systems. False when none of the
@@ -348,17 +418,10 @@ def _link_model(runs: list[FinishedRun], target: Path) -> bool:
             continue
         if source.resolve() == target.resolve():
             return True  # already there (the same job folder)
-        with atomic_dir(target) as work:
-            for path in sorted(source.rglob("*")):
-                dest = work / path.relative_to(source)
-                if path.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(path, dest)
-                except OSError:
-                    shutil.copy2(path, dest)
+        # The model, and its exports (model_<export>/) beside it.
+        for folder in [source, *sorted(source.parent.glob(f"{source.name}_*"))]:
+            if folder.is_dir():
+                _link_tree(folder, target.parent / (target.name + folder.name[len(source.name):]))
         log.info("model linked from %s", source)
         return True
     return False
@@ -520,8 +583,12 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
             model.save(str(work))
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
+        if cfg.export is not ExportBackend.none:
+            record(_export(cfg, checked, output_dir, data, bs))
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     run.log_artifact(output_dir / "metrics.json")
     run.log_artifact(output_dir / ".hydra", "hydra")
+    if cfg.tracking.log_model:
+        run.log_model(model, cfg.tracking.uri)
     return metrics

@@ -196,6 +196,15 @@ class VocabConfig:
     single_chars: bool = True
 
 
+class ExportBackend(StrEnum):
+    """What the final model is exported as, for serving (`sbert_exp.export`)."""
+
+    none = "none"
+    onnx = "onnx"  # fp32 ONNX, run by ONNX Runtime
+    onnx_int8 = "onnx_int8"  # the same with int8 weights (dynamic quantization)
+    torch_int8 = "torch_int8"  # torch dynamic int8 quantization of the Linear layers
+
+
 @dataclass
 class EvalConfig:
     batch_size: int | None = None  # null: 64 on CPU, 256 on CUDA
@@ -211,6 +220,9 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "sbert_exp"
     enabled: bool = True
+    # Also log the saved model with MLflow's sentence_transformers flavor (the runs table's
+    # Models column; mlflow.sentence_transformers.load_model("runs:/<run id>/model")).
+    log_model: bool = False
 
 
 @dataclass
@@ -225,6 +237,9 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     save_model: bool = True
+    # Export the saved model for serving, score the export on STS test and time it against the
+    # unpruned fp32 model (model_<backend>/ beside model/).
+    export: ExportBackend = ExportBackend.none
     # Rerun a job even when a finished run with the same effective config exists.
     force: bool = False
 

@@ -26,6 +26,9 @@ CONFIG_KEY_TAG = "sbert_exp.config_key"
 REUSED_TAG = "sbert_exp.reused_from"
 JOB_TAG = "sbert_exp.job"  # the job's number in its sweep
 MODEL_DIR_TAG = "sbert_exp.model_dir"  # where the job saved its model
+LOGGED_MODEL_TAG = "sbert_exp.logged_model"  # tracking.log_model=true: the logged model's URI
+# MLflow 3's UI opens an experiment in the view its kind names; unset, it guesses GenAI.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Who runs a run: a rerun marks runs whose process is gone KILLED instead of leaving them RUNNING.
 HOST_TAG, PID_TAG, PID_START_TAG = "sbert_exp.host", "sbert_exp.pid", "sbert_exp.pid_started"
 
@@ -136,6 +139,52 @@ class Run:
             if self.run_id is not None:
                 self._client.set_tag(self.run_id, key, value)
 
+    def log_datasets(self, datasets: Sequence[tuple[str, str, str, str]]) -> None:
+        """Log (name, digest, source, context) as the run's dataset inputs (the Dataset column):
+        `source` a local path or a Hub id, `context` training, calibration or evaluation."""
+        if self.run_id is None or not datasets:
+            return
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(
+            dataset=Dataset(name=name, digest=digest[:36], source_type=kind, source=json.dumps(
+                {"uri": source} if kind == "local" else {"path": source})),
+            tags=[InputTag("mlflow.data.context", context)])
+            for name, digest, source, context in datasets
+            for kind in ["hub" if digest.startswith("hub:") else "local"]]
+        self._client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, model: Any, uri: str) -> str | None:
+        """Log `model` (a SentenceTransformer) under the run with MLflow's sentence_transformers
+        flavor; returns its URI, also set as the run's LOGGED_MODEL_TAG.
+
+        MLflow logs models into the active run of its fluent API only, which ends the run
+        (FINISHED) when it closes: call this last, when the run is done anyway.
+        """
+        if self.run_id is None:
+            return None
+        from importlib.metadata import version
+
+        import mlflow
+        import mlflow.sentence_transformers
+
+        before = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.sentence_transformers.log_model(
+                    model, name="model",
+                    # Pinned as here, instead of MLflow inferring them by loading the model in
+                    # a subprocess.
+                    pip_requirements=[f"{p}=={version(p)}" for p in (
+                        "torch", "transformers", "sentence-transformers")])
+        finally:
+            mlflow.set_tracking_uri(before)
+        self.set_tags({LOGGED_MODEL_TAG: info.model_uri})
+        return info.model_uri
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.run_id is None or not path.exists():
             return
@@ -176,6 +225,9 @@ class Tracker:
     def _experiment_id(self, client: Any) -> str:
         found = client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an earlier version
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                          EXPERIMENT_KIND)
             return found.experiment_id
         # Parallel jobs may all find no experiment; one creates it, the others wait and reuse.
         with _store_lock(self.cfg.uri):
@@ -184,7 +236,8 @@ class Tracker:
                 return found.experiment_id
             try:
                 return client.create_experiment(self.cfg.experiment,
-                                                artifact_location=artifact_root(self.cfg.uri))
+                                                artifact_location=artifact_root(self.cfg.uri),
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except Exception:
                 # Jobs on other machines do not share our lock: one of them won the race.
                 found = client.get_experiment_by_name(self.cfg.experiment)

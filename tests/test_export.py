@@ -231,3 +231,41 @@ def test_backend_names() -> None:
     assert [str(b) for b in Backend] == ["none", "onnx", "onnx_int8", "torch_int8"]
     with pytest.raises(ValueError):
         Backend("onnx-int8")
+
+
+# ------------------------------------------------------------------ the export option of a job
+
+
+def _export_job(tiny_bert: Path, tmp_path: Path, name: str, *more: str) -> dict[str, float]:
+    from conftest import run_tiny_job, tiny_overrides
+
+    return run_tiny_job([*tiny_overrides(tiny_bert, tmp_path, phase="none"), "pruning.keep=3",
+                         *more], tmp_path / name)
+
+
+@pytest.mark.parametrize("backend", [Backend.torch_int8, pytest.param(
+    Backend.onnx_int8, marks=pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                                                reason="pip install -e '.[export]'"))])
+def test_job_exports_scores_and_times_the_export(backend, tiny_bert, tmp_path):
+    metrics = _export_job(tiny_bert, tmp_path, "job", f"export={backend}")
+    folder = tmp_path / "job" / f"model_{backend}"
+    assert json.loads((folder / "export.json").read_text())["backend"] == backend
+    # int8 moves the tiny model's cosines a little; its ranking of STS pairs hardly.
+    assert metrics["export/sts_test/spearman_cosine"] == pytest.approx(
+        metrics["sts_test/spearman_cosine"], abs=0.02)
+    assert metrics["export/speedup_vs_unpruned"] > 0 and metrics["export/disk_mb"] > 0
+    # The same job again reuses the run, and links the export with the model.
+    again = _export_job(tiny_bert, tmp_path, "again", f"export={backend}")
+    assert again == metrics
+    linked = tmp_path / "again" / f"model_{backend}" / "export.json"
+    assert linked.stat().st_ino == (folder / "export.json").stat().st_ino
+
+
+def test_export_without_a_saved_model_is_one_line(tiny_bert, tmp_path):
+    from sbert_exp.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        _export_job(tiny_bert, tmp_path, "job", "export=onnx", "save_model=false")
+    assert str(caught.value) == ("export=onnx exports the saved model: set save_model=true, "
+                                 "or export=none")
+    assert not (tmp_path / "mlflow.db").exists()

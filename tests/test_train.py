@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, compose, tiny_overrides
@@ -381,3 +382,35 @@ def test_unpruned_minilm_matches_the_published_stsb_score(tmp_path):
                     "tracking.enabled=false"], tmp_path / "job")
     assert metrics["sts_test/spearman_cosine"] == pytest.approx(0.8203, abs=5e-5)
     assert metrics["model/num_layers"] == 6
+
+
+def test_log_model_fills_the_models_and_dataset_columns(tiny_bert, tmp_path):
+    """tracking.log_model=true: the model loads back from MLflow and encodes as the saved one;
+    the splits are the run's dataset inputs; the experiment opens in the model-training view."""
+    import mlflow.sentence_transformers
+    from sentence_transformers import SentenceTransformer
+
+    from sbert_exp.tracking import EXPERIMENT_KIND_TAG, LOGGED_MODEL_TAG
+
+    _job([*tiny_overrides(tiny_bert, tmp_path, phase="none"), "pruning.keep=2",
+          "eval.speed_rounds=0", "tracking.log_model=true"], tmp_path / "job")
+    client, runs = _runs(tmp_path / "mlflow.db", "tests")
+    [run] = runs
+    assert run.info.status == "FINISHED"
+    saved = SentenceTransformer(str(tmp_path / "job" / "model"), device="cpu")
+    sentences = ["a man is playing a guitar", "two dogs run on the beach"]
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        for uri in (run.data.tags[LOGGED_MODEL_TAG], f"runs:/{run.info.run_id}/model"):
+            logged = mlflow.sentence_transformers.load_model(uri)
+            np.testing.assert_allclose(logged.encode(sentences), saved.encode(sentences),
+                                       atol=1e-6)
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert [m.source_run_id for m in client.search_logged_models(
+        [run.info.experiment_id])] == [run.info.run_id]
+    inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
+    assert inputs == {("snli_stsb/sts_test", "evaluation")}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
