@@ -1,13 +1,16 @@
-"""Sweep report: one row per config from the sweep's MLflow runs, as CSV, Markdown and plots."""
+"""Sweep report: one row per config from the sweep's MLflow runs, as CSV, Markdown and plots, and
+the model to ship: the Pareto front of STSb, speed and size, the best within a budget."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +20,8 @@ from sbert_exp.pruning import pruning_label
 from sbert_exp.sweeper import SWEEP_FILE, read_sweep_file
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
+    LOGGED_MODEL_TAG,
+    MODEL_DIR_TAG,
     REUSED_TAG,
     child_runs,
     finished_runs_of,
@@ -38,7 +43,14 @@ COLUMNS = {  # report column -> MLflow metric
     "nli_accuracy": "nli_test/accuracy",
     "base_sts": "base_model/sts_test/spearman_cosine",
     "job_s": "time/total_s",
+    "vocab_size": "model/vocab_size",
+    "size_mb": "model/size_mb",  # the parameters and buffers as loaded (fp32), MiB
+    "disk_mb": "model/disk_mb",  # the saved model folder, MiB
+    "export_sts": "export/sts_test/spearman_cosine",
+    "export_speedup": "export/speedup_vs_unpruned",
+    "export_disk_mb": "export/disk_mb",
 }
+REGISTRY_ALIAS = "recommended"  # the registered version of the model to ship
 # `layers`: explicit pruning.layers; `none`: every layer kept, whatever was asked.
 STRATEGY_ORDER = {name: i for i, name in enumerate((
     "top", "middle", "bottom", "alternate", "block_influence", "angular", "greedy_dev", "layers",
@@ -136,6 +148,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
         row.update(unpruned_sts=score, unpruned_run=reference)
+        row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
+                   logged_model=run["tags"].get(LOGGED_MODEL_TAG), run_id=run["run_id"])
         rows.append(row)
     if not rows:
         raise UserError("the sweep has no finished job runs to report on")
@@ -186,6 +200,217 @@ def markdown(df: pd.DataFrame) -> str:
         lines.append(f"\n% of unpruned: against the unpruned model with the same training; "
                      f"% of base: against the base model as it is, no training ({levels}).")
     return "\n".join(lines) + "\n"
+
+
+# Which model to ship: every config's saved model and, where the job exported it, the export are
+# candidates, each with its own STSb, speed and size (an int8 export scores differently).
+SHIP_COLUMNS = ["base", "init", "strategy", "keep", "kept_layers", "phase", "vocab_size",
+                "base_sts", "run_id", "logged_model"]
+OBJECTIVES = {"sts": 1, "speed": 1, "mb": -1}  # candidate column -> 1: higher is better, -1: lower
+
+
+def candidates(df: pd.DataFrame) -> pd.DataFrame:
+    """The models a sweep's rows offer to ship, with STSb `sts`, encode speedup `speed`, size `mb`.
+
+    Each row gives its saved model (`form` "model": `sts_final`, `speedup`, `disk_mb`, or the fp32
+    parameter size `size_mb` where the job saved no model, `mb_from` "params") and, where the job
+    exported it, the export right after it (`form` the backend: `export_sts`, `export_speedup`,
+    `export_disk_mb`, the folder model_<backend> beside the model's).
+    """
+    df = df.reset_index(drop=True)
+
+    def num(column: str) -> pd.Series:  # a metric that no run logged is a column of None
+        return pd.to_numeric(df[column])
+
+    disk, sizes = num("disk_mb"), num("size_mb")
+    mb_from = pd.Series("params", index=df.index).where(disk.isna(), "disk").where(
+        disk.notna() | sizes.notna(), None)
+    saved = df[SHIP_COLUMNS].assign(
+        form="model", sts=num("sts_final"), speed=num("speedup"), mb=disk.fillna(sizes),
+        mb_from=mb_from, model_dir=df.model_dir, _o=2 * df.index)
+    parts = [saved]
+    exported = num("export_sts").notna() | num("export_disk_mb").notna()
+    if exported.any():
+        e = df[exported]
+        folders = [str(Path(d).parent / f"model_{form}") if isinstance(d, str) else None
+                   for d, form in zip(e.model_dir, e.export, strict=True)]
+        parts.append(e[SHIP_COLUMNS].assign(
+            form=e.export, sts=num("export_sts")[exported], speed=num("export_speedup")[exported],
+            mb=num("export_disk_mb")[exported], mb_from="disk", model_dir=folders,
+            _o=2 * e.index + 1))
+    out = pd.concat(parts).sort_values("_o").drop(columns="_o").reset_index(drop=True)
+    out["base_pct"] = 100 * out.sts / pd.to_numeric(out.base_sts)
+    return out
+
+
+def pareto_front(df: pd.DataFrame) -> pd.Series:
+    """True for the rows that no other row dominates: at least as good on `sts` (higher),
+    `speed` (higher) and `mb` (lower), and better on one. Rows equal on all three are all on the
+    front. A row without `sts` is never on the front; a missing speed or size counts as the worst.
+    """
+    import numpy as np
+
+    values = np.column_stack([sign * pd.to_numeric(df[column]).to_numpy(dtype=float)
+                              for column, sign in OBJECTIVES.items()]).reshape(len(df), -1)
+    values[np.isnan(values)] = -np.inf
+    # [i, j]: row j is at least as good as row i on every objective, and better on one.
+    at_least = (values[None, :, :] >= values[:, None, :]).all(axis=2)
+    better = (values[None, :, :] > values[:, None, :]).any(axis=2)
+    dominated = (at_least & better).any(axis=1)
+    return pd.Series(~dominated & pd.to_numeric(df.sts).notna().to_numpy(), index=df.index)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a shipped model must meet; None: no bound."""
+
+    max_mb: float | None = None  # size, as `mb`
+    min_speedup: float | None = None
+    min_sts: float | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in self.bounds():
+            if value is not None and not value > 0:
+                raise UserError(f"{flag} must be positive")
+        if self.min_sts is not None and self.min_sts > 1:
+            raise UserError("--min-sts must be at most 1 (STSb is a Spearman correlation)")
+
+    def bounds(self) -> list[tuple[str, float | None]]:
+        return [("--max-mb", self.max_mb), ("--min-speedup", self.min_speedup),
+                ("--min-sts", self.min_sts)]
+
+    def flags(self) -> str:
+        """The budget as the command line gave it ("" when there is none)."""
+        return " ".join(f"{flag} {value:g}" for flag, value in self.bounds() if value is not None)
+
+    def meets(self, df: pd.DataFrame) -> pd.Series:
+        """Whether each candidate meets every bound (a missing value meets none)."""
+        ok = pd.Series(True, index=df.index)
+        if self.max_mb is not None:
+            ok &= df.mb <= self.max_mb
+        if self.min_speedup is not None:
+            ok &= df.speed >= self.min_speedup
+        if self.min_sts is not None:
+            ok &= df.sts >= self.min_sts
+        return ok
+
+    def shortfall(self, df: pd.DataFrame) -> pd.Series:
+        """How far each candidate misses the budget: the sum of its misses relative to each
+        bound (0: within it; a missing value: inf)."""
+        misses = []
+        if self.max_mb is not None:
+            misses.append(df.mb / self.max_mb - 1)
+        if self.min_speedup is not None:
+            misses.append(1 - df.speed / self.min_speedup)
+        if self.min_sts is not None:
+            misses.append(1 - df.sts / self.min_sts)
+        total = pd.Series(0.0, index=df.index)
+        for miss in misses:
+            total += pd.to_numeric(miss).clip(lower=0).fillna(float("inf"))
+        return total
+
+
+def recommend(df: pd.DataFrame, front: pd.Series, budget: Budget | None = None) -> int:
+    """The index of the front's candidate with the highest STSb among those that meet `budget`
+    (ties: the faster, then the smaller). The best candidate that meets a budget is always on the
+    front, or tied with one that is. A UserError naming the closest candidate when none meets it.
+    """
+    budget = budget or Budget()
+    on_front = df[front]
+    if not len(on_front):
+        raise UserError("no run of the sweep has an STSb test score to choose a model by")
+    fits = on_front[budget.meets(on_front)]
+    if not len(fits):
+        closest = df.loc[on_front.assign(_gap=budget.shortfall(on_front))
+                         .sort_values(["_gap", "sts"], ascending=[True, False]).index[0]]
+        raise UserError(f"no run of the sweep meets {budget.flags()} (closest: "
+                        f"{describe(closest)}: {figures(closest)}): loosen the budget")
+    return fits.sort_values(["sts", "speed", "mb"], ascending=[False, False, True],
+                            na_position="last", kind="stable").index[0]
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "-" if x is None or pd.isna(x) else format(x, fmt)
+
+
+def describe(row: pd.Series) -> str:
+    """`base strategy keep k phase`, with the init when random and the export's backend."""
+    text = f"{row.base} {row.strategy} keep {row.keep} {row.phase}"
+    if row.init != "pretrained":
+        text += f" ({row.init} init)"
+    return text if row.form == "model" else f"{text} as {row.form}"
+
+
+def figures(row: pd.Series) -> str:
+    """`0.7100 STSb, 120.0 MB, 5.2x`: the three objectives of a candidate."""
+    params = " (fp32 params)" if row.mb_from == "params" else ""
+    speed = f"{row.speed:.1f}x" if pd.notna(row.speed) else "speed not timed"
+    return f"{_f(row.sts, '.4f')} STSb, {_f(row.mb, '.1f')} MB{params}, {speed}"
+
+
+def recommendation_line(row: pd.Series, budget: Budget,
+                        registered: tuple[str, str] | None = None) -> str:
+    """One line: the chosen model, its figures, its folder and what the registry holds."""
+    within = f"within {budget.flags()}" if budget.flags() else "no budget: the highest STSb"
+    pct = f" ({_f(row.base_pct, '.1f')}% of base)" if pd.notna(row.base_pct) else ""
+    folder = (f"model folder {row.model_dir}" if isinstance(row.model_dir, str)
+              else "no model folder (the job saved no model)")
+    if registered is not None:
+        name, version = registered
+        what = "the job's logged model (before export)" if row.form != "model" else "it"
+        registry = f"registered {what} as {name} version {version}, alias {REGISTRY_ALIAS}"
+    else:
+        registry = "(no logged model: run with tracking.log_model=true to register it)"
+    return f"recommended ({within}): {describe(row)}: {figures(row)}{pct}; {folder}; {registry}"
+
+
+def recommendation_record(row: pd.Series, budget: Budget,
+                          registered: tuple[str, str] | None = None) -> dict:
+    """recommendation.json: the chosen candidate's fields, the budget, the registered version."""
+    def plain(value: object) -> object:
+        if not isinstance(value, str) and pd.isna(value):
+            return None
+        return value.item() if hasattr(value, "item") else value
+
+    return {**{key: plain(value) for key, value in row.items()},
+            "budget": {"max_mb": budget.max_mb, "min_speedup": budget.min_speedup,
+                       "min_sts": budget.min_sts},
+            "registered": None if registered is None else {
+                "name": registered[0], "version": registered[1], "alias": REGISTRY_ALIAS}}
+
+
+def ship_markdown(df: pd.DataFrame, front: pd.Series, line: str,
+                  sweep_dir: Path | None = None) -> str:
+    """The "Which model to ship" section: the Pareto front as a table, the recommendation."""
+    head = ["base", "strategy", "keep", "phase", "form", "vocab size", "STSb", "% of base",
+            "speedup", "disk MB", "model folder"]
+    lines = ["## Which model to ship", "",
+             "The Pareto front: the models that no other model of the sweep matches or beats "
+             "on STSb (higher), encode speedup (higher) and size (lower) while beating it on "
+             "one. Each config offers its saved model and, where the job exported it, the "
+             "export (form); speedup is against the unpruned model (an export's is timed on "
+             "CPU); disk MB is the saved folder, or the fp32 parameters (params) where the job "
+             "saved no model.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df[front].iterrows():
+        strategy = r.strategy if r.init == "pretrained" else f"{r.strategy} ({r.init} init)"
+        mb = _f(r.mb, ".1f") + (" (params)" if r.mb_from == "params" else "")
+        cells = [r.base, strategy, str(r.keep), r.phase, r.form, _f(r.vocab_size, ".0f"),
+                 _f(r.sts, ".4f"), _f(r.base_pct, ".1f"), _f(r.speed, ".2f") + "x", mb,
+                 _folder(r.model_dir, sweep_dir)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", line]
+    return "\n".join(lines) + "\n"
+
+
+def _folder(model_dir: str | None, sweep_dir: Path | None) -> str:
+    """A model folder, relative to the sweep folder when it is inside it."""
+    if not isinstance(model_dir, str):
+        return "-"
+    if sweep_dir is not None:
+        with contextlib.suppress(ValueError):
+            return str(Path(model_dir).relative_to(Path(sweep_dir).resolve()))
+    return model_dir
 
 
 # Colour says which layers were kept, line style or fill says the init, marker the base; each
@@ -284,6 +509,54 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+def plot_pareto(df: pd.DataFrame, front: pd.Series, chosen: int, path: Path) -> Path:
+    """STSb against speedup for every candidate, coloured by size; the front joined and ringed,
+    the recommended model circled in red. Candidates without a speed timing are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    drawn = df[df.speed.notna() & df.sts.notna()]
+    on = drawn[front[drawn.index]].sort_values("speed")
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    sized = drawn.mb.notna().any()
+    colour = {"c": drawn.mb, "cmap": plt.get_cmap("viridis").with_extremes(bad="lightgrey"),
+              "norm": Normalize(drawn.mb.min(), drawn.mb.max())} if sized else {"c": "tab:blue"}
+    ax.scatter(drawn.speed, drawn.sts, s=35, alpha=0.45, edgecolors="none", label="all models",
+               **colour)
+    if sized:
+        colour["c"] = on.mb
+        fig.colorbar(ScalarMappable(colour["norm"], colour["cmap"]), ax=ax,
+                     label="size (MB on disk, or fp32 params)")
+    ax.plot(on.speed, on.sts, ":", color="black", linewidth=1, zorder=1)
+    ax.scatter(on.speed, on.sts, s=70, edgecolors="black", linewidths=1.2, zorder=2,
+               label="Pareto front", **colour)
+    for r in on.itertuples():  # the base and phase only where the sweep has several
+        text = " ".join([*([r.base] if df.base.nunique() > 1 else []), f"{r.strategy} {r.keep}L",
+                         *([r.phase] if df.phase.nunique() > 1 else []),
+                         *([] if r.form == "model" else [r.form])])
+        ax.annotate(text, (r.speed, r.sts), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    if chosen in drawn.index:
+        ax.scatter(drawn.speed[chosen], drawn.sts[chosen], s=380, facecolors="none",
+                   edgecolors="red", linewidths=2, zorder=3, label="recommended")
+    ax.set_xlabel("encode speedup vs the unpruned model (x)")
+    ax.set_ylabel("STSb test Spearman (cosine)")
+    left_out = len(df[front]) - len(on)
+    ax.set_title("Which model to ship: STSb, speed and size" + (
+        f" ({left_out} front model(s) without a speed timing not shown)" if left_out else ""),
+        fontsize=11)
+    ax.margins(x=0.15)  # room for the labels of the fastest and slowest points
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 SCORE_AXES = {  # strategy -> (x axis, y axis) of its layer-score chart
     "block_influence": ("layer", "block influence: 1 - mean cos(input, output)"),
     "angular": ("first layer of the removed block", "angular distance / pi"),
@@ -335,8 +608,78 @@ def _finish(fig, axes, xlabel: str, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(sweep_dir: Path) -> list[Path]:
-    """Write report.csv, report.md and two plots into the sweep folder; attach them to its run."""
+def register(uri: str, model_uri: str, name: str) -> str:
+    """Register a logged model (runs:/<run id>/<path> or models:/<model id>) as a version of
+    `name`, once per source, and point the `recommended` alias at it; returns the version."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        source, run_id, model_id = _model_source(client, model_uri)
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        same = [v for v in (client.search_model_versions(f"run_id = '{run_id}'") if run_id
+                            else []) if v.name == name and v.source == source]
+        version = same[0].version if same else client.create_model_version(
+            name, source, run_id=run_id, model_id=model_id).version
+        client.set_registered_model_alias(name, REGISTRY_ALIAS, version)
+    except MlflowException as e:
+        first = str(e.message).strip().splitlines()[0][:300] if str(e.message).strip() else ""
+        raise UserError(f"cannot register the logged model {model_uri} as {name!r} in {uri} "
+                        f"({first}): pass --register NAME, or check the run's "
+                        f"{LOGGED_MODEL_TAG} tag") from e
+    return str(version)
+
+
+def _model_source(client, model_uri: str) -> tuple[str, str | None, str | None]:
+    """(artifact location, run id, logged model id) of a model URI, read with `client`.
+
+    mlflow.register_model resolves these URIs itself, but through the process-wide tracking URI
+    (MLflow 3.17: fluent._register_model, and the SQL registry store for models:/ sources), not a
+    client's: the same resolution here, with the client of the sweep's store.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    if model_uri.startswith("models:/m-"):
+        model = client.get_logged_model(model_uri[len("models:/"):].strip("/"))
+        return model.artifact_location, model.source_run_id, model.model_id
+    if RunsArtifactRepository.is_runs_uri(model_uri):
+        run_id, path = RunsArtifactRepository.parse_runs_uri(model_uri)
+        run = client.get_run(run_id)
+        # MLflow 3 keeps a logged model's files with the model, not the run; a folder logged as
+        # run artifacts (log_artifacts) is the other place a runs:/ URI can point to.
+        logged = [m for m in client.search_logged_models([run.info.experiment_id],
+                                                         filter_string=f"name = '{path}'")
+                  if m.source_run_id == run_id]
+        if logged:  # logged more than once under one name: the newest
+            model = max(logged, key=lambda m: m.creation_timestamp)
+            return model.artifact_location, run_id, model.model_id
+        if client.list_artifacts(run_id, path):
+            return f"{run.info.artifact_uri.rstrip('/')}/{path}", run_id, None
+        raise MlflowException(f"run {run_id} has no logged model or artifacts named {path!r}")
+    return model_uri, None, None
+
+
+@dataclass(frozen=True)
+class Written:
+    paths: list[Path]  # in the sweep folder, and attached to its parent run under report/
+    recommendation: str  # the recommendation line
+
+
+def write_report(sweep_dir: Path, budget: Budget | None = None,
+                 register_as: str | None = None) -> Written:
+    """Write report.csv, report.md (with "Which model to ship"), three plots and
+    recommendation.json into the sweep folder; attach them to its run.
+
+    The model to ship is chosen, and registered when its run has a logged model, before any file
+    is written: a budget that no model meets leaves the folder as it was.
+    """
+    budget = budget or Budget()
     info = read_sweep_file(sweep_dir)
     if not info.get("parent_run_id"):
         raise UserError(f"{sweep_dir} has no {SWEEP_FILE} with a parent run (tracking disabled, "
@@ -347,25 +690,53 @@ def write_report(sweep_dir: Path) -> list[Path]:
     lacking = sorted(set(df.base[df.unpruned_sts.isna()]))
     if lacking:  # look for the unpruned references in earlier runs of the experiment
         df = table(runs, finished_runs_of(uri, parent, lacking))
+    models = candidates(df)
+    front = pareto_front(models)
+    chosen = recommend(models, front, budget)
+    row = models.loc[chosen]
+    registered = None
+    if isinstance(row.logged_model, str) and row.logged_model:
+        name = register_as or f"{info.get('experiment') or 'sbert_exp'}-{row.base}"
+        registered = (name, register(uri, row.logged_model, name))
+    line = recommendation_line(row, budget, registered)
+
     csv, md = sweep_dir / "report.csv", sweep_dir / "report.md"
+    chosen_json = sweep_dir / "recommendation.json"
     df.to_csv(csv, index=False)
-    md.write_text(markdown(df))
-    paths = [csv, md, *plot(df, sweep_dir)]
+    md.write_text(markdown(df) + "\n" + ship_markdown(models, front, line, sweep_dir))
+    paths = [csv, md, *plot(df, sweep_dir),
+             plot_pareto(models, front, chosen, sweep_dir / "pareto.png"), chosen_json]
+    chosen_json.write_text(json.dumps(recommendation_record(row, budget, registered), indent=1))
     log_artifacts(info["tracking_uri"], info["parent_run_id"], paths, "report")
-    return paths
+    return Written(paths, line)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sbert_exp.report", description=__doc__)
     parser.add_argument("--sweep", type=Path, help="sweep folder (default: the latest)")
+    budget = parser.add_argument_group(
+        "budget", "the model recommended is the one with the highest STSb within these bounds "
+        "(default: none)")
+    budget.add_argument("--max-mb", type=float, metavar="MB",
+                        help="size on disk at most MB (the fp32 parameters where no model was "
+                             "saved)")
+    budget.add_argument("--min-speedup", type=float, metavar="X",
+                        help="encode speedup vs the unpruned model at least X")
+    budget.add_argument("--min-sts", type=float, metavar="S", help="STSb Spearman at least S")
+    parser.add_argument("--register", metavar="NAME",
+                        help="registered model name for the recommended run's logged model "
+                             "(default: <experiment>-<base>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        for path in write_report(args.sweep or latest_sweep()):
-            log.info("wrote %s", path)
+        limits = Budget(args.max_mb, args.min_speedup, args.min_sts)
+        written = write_report(args.sweep or latest_sweep(), limits, args.register)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for path in written.paths:
+        log.info("wrote %s", path)
+    print(written.recommendation)
     return 0
 
 

@@ -19,7 +19,7 @@ from sbert_exp.errors import UserError
 from sbert_exp.report import latest_sweep, main, table, write_report
 from sbert_exp.schema import TrackingConfig
 from sbert_exp.sweeper import SWEEP_FILE
-from sbert_exp.tracking import Tracker
+from sbert_exp.tracking import LOGGED_MODEL_TAG, MODEL_DIR_TAG, PARENT_TAG, Tracker
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,10 @@ def sweep(tiny_bert, tmp_path_factory):
 def test_report_rows_files_and_parent_artifacts(sweep):
     sweep_dir = latest_sweep(sweep / "multirun")
     assert sweep_dir == sweep / "multirun" / "day" / "time"
-    paths = write_report(sweep_dir)
+    paths = write_report(sweep_dir).paths
     assert [p.name for p in paths] == ["report.csv", "report.md", "spearman_vs_layers.png",
-                                       "quality_vs_speedup.png"]
+                                       "quality_vs_speedup.png", "pareto.png",
+                                       "recommendation.json"]
     df = pd.read_csv(sweep_dir / "report.csv")
     # 8 jobs, but keep=12 is one config per init: 2 x (top2, bottom2, unpruned) = 6 rows.
     assert len(df) == 6
@@ -56,21 +57,30 @@ def test_report_rows_files_and_parent_artifacts(sweep):
     row = df[(df.strategy == "top") & (df.init == "random")].iloc[0]
     assert row.retained_pct == pytest.approx(100 * row.sts_final / unpruned.sts_final)
     assert (df.params_total > df.params_encoder).all()
-    md = (sweep_dir / "report.md").read_text().splitlines()
+    md = _main_table(sweep_dir / "report.md")
     assert len(md) == 2 + 6 + 2 and md[0].startswith("| base | init | strategy | keep |")
     # The base model untrained, every layer: its reference score is its own score.
     assert unpruned.base_pct == pytest.approx(100.0, abs=1e-3)
     assert md[-1] == ("% of unpruned: against the unpruned model with the same training; % of "
                       f"base: against the base model as it is, no training (tiny_bert "
                       f"{unpruned.base_sts:.4f}).")
-    for png in paths[2:]:
+    for png in [p for p in paths if p.suffix == ".png"]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # save_model=false: no folder, no logged model; the size is the fp32 parameters'.
+    chosen = json.loads((sweep_dir / "recommendation.json").read_text())
+    assert chosen["sts"] == pytest.approx(df.sts_final.max()) and chosen["mb_from"] == "params"
+    assert chosen["model_dir"] is None and chosen["registered"] is None
 
     from mlflow.tracking import MlflowClient
     info = json.loads((sweep_dir / "sweep.json").read_text())
     client = MlflowClient(tracking_uri=info["tracking_uri"])
     names = {a.path for a in client.list_artifacts(info["parent_run_id"], "report")}
     assert names == {f"report/{p.name}" for p in paths}
+
+
+def _main_table(report_md: Path) -> list[str]:
+    """The lines of report.md above its "Which model to ship" section."""
+    return report_md.read_text().split("\n## Which model to ship")[0].splitlines()
 
 
 def test_report_without_sweep_is_one_line(tmp_path, capsys, monkeypatch):
@@ -101,7 +111,7 @@ def test_unpruned_reference_from_an_earlier_sweep(sweep, tiny_bert):
     assert df.unpruned_sts[0] == pytest.approx(unpruned.sts_final)
     assert df.retained_pct[0] == pytest.approx(100 * df.sts_final[0] / unpruned.sts_final)
     assert df.unpruned_run[0] == unpruned.unpruned_run
-    assert (later / "report.md").read_text().splitlines()[-3] == (
+    assert _main_table(later / "report.md")[-3] == (
         f"% of unpruned for tiny_bert: against the unpruned run {unpruned.unpruned_run} "
         f"(STSb {unpruned.sts_final:.4f}), which is not part of this sweep.")
 
@@ -252,3 +262,248 @@ def test_latest_sweep_skips_sweeps_without_a_finished_job(tmp_path, caplog, caps
     assert errors == [
         "error: no sweep under multirun/ has a finished job run (the newest, "
         "multirun/day/13-00-00: no job run): run a sweep (make sweep), or pass --sweep DIR"]
+
+
+# Which model to ship: the Pareto front, the budget, the registry.
+
+def _frame(rows: list[tuple[float | None, float | None, float | None]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["sts", "speed", "mb"], dtype=float)
+
+
+@pytest.mark.parametrize(("rows", "front"), [
+    # One row: on the front.
+    ([(0.8, 1.0, 100)], [True]),
+    # Better STSb but bigger, faster but worse: both; dominated on every objective: not.
+    ([(0.8, 1.0, 100), (0.7, 2.0, 50), (0.6, 1.5, 60)], [True, True, False]),
+    # Equal on two, worse on one (bigger; slower; lower STSb): dominated.
+    ([(0.8, 1.0, 100), (0.8, 1.0, 120), (0.8, 0.9, 100), (0.79, 1.0, 100)],
+     [True, False, False, False]),
+    # Ties on all three: neither dominates the other, both on the front.
+    ([(0.7, 2.0, 50), (0.7, 2.0, 50), (0.6, 2.0, 50)], [True, True, False]),
+    # No STSb: never on the front, however fast and small, and it pushes nothing off it.
+    ([(None, 9.0, 1), (0.5, 1.0, 100)], [False, True]),
+    ([(None, 1.0, 100), (None, 2.0, 50)], [False, False]),
+    # A missing speed or size counts as the worst: the smallest stays on the front without a
+    # speed; an unknown size loses to a known one that is as good otherwise.
+    ([(0.6, None, 10), (0.7, 2.0, 50), (0.7, 2.0, None)], [True, True, False]),
+])
+def test_pareto_front(rows, front):
+    df = _frame(rows)
+    assert report.pareto_front(df).tolist() == front
+
+
+def _job(run_id: str, strategy: str, kept: str, sts: float, speedup: float,
+         tags: dict[str, str] | None = None, export: str = "none", **metrics: float) -> dict:
+    """A finished job run of base `m` (4 layers, phase sts) as child_runs returns it."""
+    params = {"base_model.name": "m", "base_model.num_layers": "4",
+              "pruning.strategy": strategy, "pruning.kept_layers": kept, "phase.name": "sts",
+              "export": export}
+    names = {"disk": "model/disk_mb", "size": "model/size_mb", "vocab": "model/vocab_size",
+             "export_sts": "export/sts_test/spearman_cosine",
+             "export_speedup": "export/speedup_vs_unpruned", "export_disk": "export/disk_mb"}
+    return {"run_id": run_id, "status": "FINISHED", "params": params, "tags": tags or {},
+            "metrics": {"sts_test/spearman_cosine": sts, "speed/speedup_vs_unpruned": speedup,
+                        "base_model/sts_test/spearman_cosine": 0.8, "model/params_total": 3e6,
+                        "model/params_embeddings": 1e6, "model/params_encoder": 1e6,
+                        **{names[k]: v for k, v in metrics.items()}}}
+
+
+def _jobs(folder: Path) -> list[dict]:
+    """The unpruned model; top keep 2 saved and exported as int8; bottom keep 2, worse on all;
+    top keep 3 not saved (its size: the fp32 parameters)."""
+    return [
+        _job("t2", "top", "0,1", 0.70, 1.9, {MODEL_DIR_TAG: str(folder / "1_t2" / "model")},
+             export="onnx_int8", disk=60.0, size=70.0, vocab=30522, export_sts=0.69,
+             export_speedup=3.5, export_disk=16.0),
+        _job("b2", "bottom", "2,3", 0.60, 1.9, disk=60.0, vocab=30522),
+        _job("t3", "top", "0,1,2", 0.75, 1.3, size=80.0, vocab=30522),
+        _job("u", "top", "0,1,2,3", 0.80, 1.0, {MODEL_DIR_TAG: str(folder / "0_u" / "model")},
+             disk=100.0, vocab=30522)]
+
+
+def test_candidates_are_saved_models_and_exports(tmp_path):
+    models = report.candidates(table(_jobs(tmp_path)))
+    assert list(zip(models.strategy, models.keep, models.form, strict=True)) == [
+        ("top", 2, "model"), ("top", 2, "onnx_int8"), ("bottom", 2, "model"),
+        ("top", 3, "model"), ("none", 4, "model")]
+    assert models.sts.tolist() == [0.70, 0.69, 0.60, 0.75, 0.80]
+    assert models.speed.tolist() == [1.9, 3.5, 1.9, 1.3, 1.0]
+    # The saved folder's size; without one, the fp32 parameters'.
+    assert models.mb.tolist() == [60.0, 16.0, 60.0, 80.0, 100.0]
+    assert models.mb_from.tolist() == ["disk", "disk", "disk", "params", "disk"]
+    assert [d if isinstance(d, str) else None for d in models.model_dir] == [
+        str(tmp_path / "1_t2" / "model"), str(tmp_path / "1_t2" / "model_onnx_int8"), None, None,
+        str(tmp_path / "0_u" / "model")]
+    assert models.base_pct.tolist() == pytest.approx([87.5, 86.25, 75.0, 93.75, 100.0])
+    assert report.pareto_front(models).tolist() == [True, True, False, True, True]
+
+
+@pytest.mark.parametrize(("budget", "chosen"), [
+    ({}, ("none", 4, "model")),  # no budget: the highest STSb (the unpruned model)
+    ({"max_mb": 90}, ("top", 3, "model")),  # the fp32 size stands in for the missing folder
+    ({"max_mb": 60}, ("top", 2, "model")),  # at the bound; int8 is smaller but scores lower
+    ({"min_speedup": 3}, ("top", 2, "onnx_int8")),
+    ({"max_mb": 90, "min_sts": 0.72}, ("top", 3, "model")),
+    ({"min_sts": 0.8, "min_speedup": 1}, ("none", 4, "model")),
+])
+def test_recommend_within_a_budget(tmp_path, budget, chosen):
+    models = report.candidates(table(_jobs(tmp_path)))
+    row = models.loc[report.recommend(models, report.pareto_front(models),
+                                      report.Budget(**budget))]
+    assert (row.strategy, row.keep, row.form) == chosen
+
+
+def test_recommend_breaks_sts_ties_by_speed_then_size():
+    models = _frame([(0.8, 1.0, 50), (0.8, 2.0, 90), (0.8, 2.0, 60), (0.7, 3.0, 10)])
+    assert report.recommend(models, report.pareto_front(models)) == 2
+
+
+@pytest.mark.parametrize(("budget", "closest"), [
+    ({"max_mb": 10}, "m top keep 2 sts as onnx_int8: 0.6900 STSb, 16.0 MB, 3.5x"),
+    ({"max_mb": 50, "min_speedup": 4}, "m top keep 2 sts as onnx_int8: 0.6900 STSb, 16.0 MB, 3.5x"),
+    ({"min_sts": 0.9}, "m none keep 4 sts: 0.8000 STSb, 100.0 MB, 1.0x"),
+    ({"max_mb": 85, "min_sts": 0.78}, "m top keep 3 sts: 0.7500 STSb, 80.0 MB (fp32 params), 1.3x"),
+])
+def test_a_budget_no_model_meets_names_the_closest(tmp_path, budget, closest):
+    models = report.candidates(table(_jobs(tmp_path)))
+    limits = report.Budget(**budget)
+    with pytest.raises(UserError) as raised:
+        report.recommend(models, report.pareto_front(models), limits)
+    assert str(raised.value) == (f"no run of the sweep meets {limits.flags()} (closest: "
+                                 f"{closest}): loosen the budget")
+
+
+def _fake_sweep(tmp_path: Path, monkeypatch) -> tuple[Path, list]:
+    """A sweep folder whose child runs are `_jobs` (no MLflow store); what is attached to the
+    parent run is recorded."""
+    sweep_dir = tmp_path / "multirun" / "day" / "time"
+    sweep_dir.mkdir(parents=True)
+    runs = _jobs(sweep_dir)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps({
+        "parent_run_id": "parent", "tracking_uri": "sqlite:///unused.db", "experiment": "tests"}))
+    attached: list = []
+    monkeypatch.setattr(report, "child_runs", lambda uri, parent: runs)
+    monkeypatch.setattr(report, "log_artifacts",
+                        lambda uri, run_id, paths, where: attached.extend(paths))
+    return sweep_dir, attached
+
+
+def test_ship_section_plot_and_recommendation(tmp_path, monkeypatch, capsys):
+    sweep_dir, attached = _fake_sweep(tmp_path, monkeypatch)
+    assert main(["--sweep", str(sweep_dir), "--max-mb", "100", "--min-speedup", "3"]) == 0
+    line = ("recommended (within --max-mb 100 --min-speedup 3): m top keep 2 sts as onnx_int8: "
+            "0.6900 STSb, 16.0 MB, 3.5x (86.2% of base); model folder "
+            f"{sweep_dir / '1_t2' / 'model_onnx_int8'}; (no logged model: run with "
+            "tracking.log_model=true to register it)")
+    assert capsys.readouterr().out.splitlines() == [line]
+    assert [p.name for p in attached] == ["report.csv", "report.md", "spearman_vs_layers.png",
+                                          "quality_vs_speedup.png", "pareto.png",
+                                          "recommendation.json"]
+    md = (sweep_dir / "report.md").read_text()
+    assert md.startswith(report.markdown(table(_jobs(sweep_dir))) + "\n")
+    section = md.split("## Which model to ship\n\n")[1].splitlines()
+    assert section[2:5] == [
+        "| base | strategy | keep | phase | form | vocab size | STSb | % of base | speedup | "
+        "disk MB | model folder |", "|" + "---|" * 11,
+        "| m | top | 2 | sts | model | 30522 | 0.7000 | 87.5 | 1.90x | 60.0 | 1_t2/model |"]
+    assert section[5:8] == [
+        "| m | top | 2 | sts | onnx_int8 | 30522 | 0.6900 | 86.2 | 3.50x | 16.0 | "
+        "1_t2/model_onnx_int8 |",
+        "| m | top | 3 | sts | model | 30522 | 0.7500 | 93.8 | 1.30x | 80.0 (params) | - |",
+        "| m | none | 4 | sts | model | 30522 | 0.8000 | 100.0 | 1.00x | 100.0 | 0_u/model |"]
+    assert section[8:] == ["", line]
+    chosen = json.loads((sweep_dir / "recommendation.json").read_text())
+    assert {k: chosen[k] for k in ("base", "strategy", "keep", "phase", "form", "sts", "speed",
+                                   "mb", "mb_from", "run_id", "logged_model", "registered")} == {
+        "base": "m", "strategy": "top", "keep": 2, "phase": "sts", "form": "onnx_int8",
+        "sts": 0.69, "speed": 3.5, "mb": 16.0, "mb_from": "disk", "run_id": "t2",
+        "logged_model": None, "registered": None}
+    assert chosen["budget"] == {"max_mb": 100.0, "min_speedup": 3.0, "min_sts": None}
+    png = (sweep_dir / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_pareto_plot_rings_the_front_and_circles_the_choice(tmp_path, monkeypatch):
+    models = report.candidates(table(_jobs(tmp_path)))
+    front = report.pareto_front(models)
+    drawn: dict[str, object] = {}
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig",
+                        lambda fig, path, **kw: drawn.update(fig=fig, path=path))
+    report.plot_pareto(models, front, 1, tmp_path / "pareto.png")
+    ax = drawn["fig"].axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["all models", "Pareto front", "recommended"]
+    points = {label: h.get_offsets().tolist() for h, label in zip(handles, labels, strict=True)}
+    assert len(points["all models"]) == 5
+    assert points["Pareto front"] == [[1.0, 0.8], [1.3, 0.75], [1.9, 0.7], [3.5, 0.69]]
+    assert points["recommended"] == [[3.5, 0.69]]
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--max-mb", "50", "--min-speedup", "4"],
+     "error: no run of the sweep meets --max-mb 50 --min-speedup 4 (closest: m top keep 2 sts "
+     "as onnx_int8: 0.6900 STSb, 16.0 MB, 3.5x): loosen the budget"),
+    (["--max-mb", "0"], "error: --max-mb must be positive"),
+    (["--min-speedup", "-2"], "error: --min-speedup must be positive"),
+    (["--min-sts", "1.5"], "error: --min-sts must be at most 1 (STSb is a Spearman correlation)"),
+])
+def test_a_budget_that_cannot_be_met_writes_nothing(tmp_path, monkeypatch, capsys, flags, error):
+    sweep_dir, attached = _fake_sweep(tmp_path, monkeypatch)
+    assert main(["--sweep", str(sweep_dir), *flags]) == 2
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [error] and out.out == ""
+    assert [p.name for p in sweep_dir.iterdir()] == [SWEEP_FILE] and attached == []
+
+
+def test_recommended_logged_model_is_registered(tmp_path, capsys):
+    """A real SQLite store: the recommended run's logged model gets a registry version (once per
+    source) and the `recommended` alias; runs:/ and models:/ URIs both resolve in that store."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("tests", (tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    job = client.create_run(experiment, tags={PARENT_TAG: parent}).info.run_id
+    for key, value in {"base_model.name": "m", "base_model.num_layers": "4",
+                       "pruning.strategy": "top", "pruning.kept_layers": "0,1,2,3",
+                       "phase.name": "sts"}.items():
+        client.log_param(job, key, value)
+    client.log_metric(job, "sts_test/spearman_cosine", 0.8)
+    for key, value in {"model/disk_mb": 1.0, "speed/speedup_vs_unpruned": 1.0,
+                       "model/params_total": 3e6,
+                       "model/params_embeddings": 1e6, "model/params_encoder": 1e6}.items():
+        client.log_metric(job, key, value)
+    dummy = tmp_path / "dummy_model"
+    dummy.mkdir()
+    (dummy / "MLmodel").write_text("flavors: {}\n")
+    client.log_artifacts(job, str(dummy), "model")
+    client.set_tag(job, LOGGED_MODEL_TAG, f"runs:/{job}/model")
+    client.set_terminated(job)
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(
+        {"parent_run_id": parent, "tracking_uri": uri, "experiment": "tests"}))
+
+    for _ in range(2):  # a second report registers nothing new
+        assert main(["--sweep", str(sweep_dir)]) == 0
+        assert capsys.readouterr().out.strip().endswith(
+            "; registered it as tests-m version 1, alias recommended")
+    version = client.get_model_version_by_alias("tests-m", "recommended")
+    assert (int(version.version), version.run_id) == (1, job)
+    assert version.source.endswith(f"{job}/artifacts/model")
+    assert json.loads((sweep_dir / "recommendation.json").read_text())["registered"] == {
+        "name": "tests-m", "version": "1", "alias": "recommended"}
+
+    assert main(["--sweep", str(sweep_dir), "--register", "chosen"]) == 0
+    assert client.get_model_version_by_alias("chosen", "recommended").run_id == job
+
+    # An MLflow 3 logged model (models:/m-...): a new version, the alias moves to it.
+    logged = client.create_logged_model(experiment, name="model", source_run_id=job)
+    client.log_model_artifacts(logged.model_id, str(dummy))
+    assert report.register(uri, f"models:/{logged.model_id}", "tests-m") == "2"
+    moved = client.get_model_version_by_alias("tests-m", "recommended")
+    assert (int(moved.version), moved.run_id) == (2, job)
+    assert moved.source == client.get_logged_model(logged.model_id).artifact_location
+    with pytest.raises(UserError, match="cannot register the logged model runs:/.*/nothing"):
+        report.register(uri, f"runs:/{job}/nothing", "tests-m")
