@@ -33,8 +33,8 @@ assets-mpnet: $(INSTALLED) ## Prepare the optional mpnet_base model (about 400 M
 sweep: assets ## Default sweep: keep 2,6,12 x strategy top,middle,bottom on e5_small (more: ARGS="...")
 	$(PY) -m sbert_exp.train -m pruning.keep=2,6,12 pruning.strategy=top,middle,bottom $(ARGS)
 
-report: $(INSTALLED) ## Table (CSV, Markdown) and plots of the latest sweep, from MLflow
-	$(PY) -m sbert_exp.report
+report: $(INSTALLED) ## Table, plots and the model to ship of the latest sweep (ARGS="--max-mb 100")
+	$(PY) -m sbert_exp.report $(ARGS)
 
 train: assets ## One job with the default config (override with ARGS="pruning.keep=2")
 	$(PY) -m sbert_exp.train $(ARGS)

@@ -154,6 +154,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
     if not rows:
         raise UserError("the sweep has no finished job runs to report on")
     df = pd.DataFrame(rows).drop_duplicates("config_key").drop(columns="config_key")
+    # A metric no run logged is a column of None: numbers (NaN) for the arithmetic and plots.
+    df[list(COLUMNS)] = df[list(COLUMNS)].apply(pd.to_numeric)
     df["retained_pct"] = 100 * df.sts_final / df.unpruned_sts
     # Against the base model as it is (unpruned, pretrained, untrained): what a shipped model
     # replaces.
@@ -500,6 +502,8 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
                        label=f"{base}, {init}: {_removed(strategy)}")
             if not random:  # random-init points sit in a cluster; the legend tells them apart
                 for r in group.itertuples():
+                    if pd.isna(r.speedup) or pd.isna(r.sts_final):
+                        continue  # not timed (eval.speed_rounds=0): no point to label
                     text = f"[{r.kept_layers}]" if strategy == "layers" else f"{r.keep}L"
                     ax.annotate(text, (r.speedup, r.sts_final), fontsize=8,
                                 xytext=(5, 3), textcoords="offset points")
