@@ -22,6 +22,7 @@ from sbert_exp.errors import ConfigError
 from sbert_exp.fingerprint import Fingerprint, fingerprint, read_splits
 from sbert_exp.pruning import SCORED, PruningError, Strategy, kept_layers, pruning_label
 from sbert_exp.schema import (
+    DatasetConfig,
     DistillConfig,
     ExportBackend,
     Init,
@@ -199,6 +200,22 @@ def load_data(cfg: TrainConfig) -> JobData:
     return data
 
 
+def _training_sentences(d: DatasetConfig) -> list[str]:
+    """Both sentences of every pair of the training splits (nli_train, sts_train), in order."""
+    sentences: list[str] = []
+    for name, kind in (("nli_train", "nli"), ("sts_train", "sts")):
+        split = getattr(d, name)
+        if split is not None:
+            pairs = load_split(split, kind, f"dataset.{name}", d.num_labels)
+            sentences += [*pairs["sentence1"], *pairs["sentence2"]]
+    return sentences
+
+
+def distinct_sentences(pairs: Dataset) -> list[str]:
+    """The distinct sentences of a split of pairs, in order of first appearance."""
+    return list(dict.fromkeys([*pairs["sentence1"], *pairs["sentence2"]]))
+
+
 def _distill_sentences(cfg: TrainConfig, sts_test: Dataset) -> list[str]:
     """A seeded sample of the distinct sentences of `phase.distill.sentences_file`, else of the
     training splits (nli_train, sts_train: never a test split); sentences that are also STS test
@@ -209,12 +226,7 @@ def _distill_sentences(cfg: TrainConfig, sts_test: Dataset) -> list[str]:
         sentences = read_sentences(path, "phase.distill.sentences_file")
         held_by = f"{path} holds"
     else:
-        sentences = []
-        for name, kind in (("nli_train", "nli"), ("sts_train", "sts")):
-            split = getattr(d, name)
-            if split is not None:
-                pairs = load_split(split, kind, f"dataset.{name}", d.num_labels)
-                sentences += [*pairs["sentence1"], *pairs["sentence2"]]
+        sentences = _training_sentences(d)
         held_by = "the training splits hold"
     test = {*sts_test["sentence1"], *sts_test["sentence2"]}
     return sample_sentences(sentences, stage.max_sentences, cfg.seed, test,
@@ -228,11 +240,7 @@ def _vocab_corpus(cfg: TrainConfig) -> list[str]:
     v, d = cfg.vocab, cfg.dataset
     texts: list[str] = []
     if v.training_splits:
-        for name, kind in (("nli_train", "nli"), ("sts_train", "sts")):
-            split = getattr(d, name)
-            if split is not None:
-                pairs = load_split(split, kind, f"dataset.{name}", d.num_labels)
-                texts += [*pairs["sentence1"], *pairs["sentence2"]]
+        texts += _training_sentences(d)
         distill = cfg.phase.distill
         if distill is not None and distill.sentences_file is not None:
             texts += read_sentences(Path(distill.sentences_file).expanduser(),
@@ -369,8 +377,7 @@ def _export(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
     if cfg.eval.speed_rounds:
         pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
         unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
-        sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
-                                        *data.sts_test["sentence2"]]))[: cfg.eval.speed_sentences]
+        sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
         best = evaluation.best_encode_seconds({"unpruned": unpruned, "export": served},
                                               sentences, batch_size, cfg.eval.speed_rounds)
         metrics.update({"export/sentences_per_s": len(sentences) / best["export"],
@@ -509,8 +516,7 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
     # The reference a shipped model is measured against: the unpruned pretrained base as it
     # is, no training, on STS test. Its embeddings are the teacher's (cached), so a sweep
     # encodes them once per base model.
-    test_sentences = list(dict.fromkeys([*data.sts_test["sentence1"],
-                                         *data.sts_test["sentence2"]]))
+    test_sentences = distinct_sentences(data.sts_test)
     reference = teacher.embeddings(cfg.base_model, checked.model_path, device, test_sentences,
                                    bs, loaded=unpruned, purpose="STS test reference")
     scores = evaluation.sts_from_embeddings(
