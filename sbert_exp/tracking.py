@@ -210,6 +210,7 @@ class Tracker:
         # The first client of a process creates a new SQLite store and runs its migrations:
         # two processes doing that at once break it ("duplicate column name"). One at a time.
         with _store_lock(self.cfg.uri):
+            _create_sqlite_store(self.cfg.uri)
             client = MlflowClient(tracking_uri=self.cfg.uri)
             client.search_experiments(max_results=1)
         _opened.add(self.cfg.uri)
@@ -424,6 +425,27 @@ class FinishedRun:
     metrics: dict[str, float]
     model_dir: str | None = None  # where that run, or this reuse of it, keeps the saved model
     kept_layers: str | None = None  # its `pruning.kept_layers` param
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create a SQLite store that does not exist yet under a temporary name, migrate it, then
+    move it into place. A process killed while migrating leaves a stray temporary file, not a
+    half-migrated store that every later run fails to open ("table ... already exists").
+    Called with the store's lock held."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    path = Path(uri[len(prefix):]).expanduser()
+    if path.exists():
+        return
+    for stale in path.parent.glob(f".{path.name}.new-*"):  # a killed creator's; we hold the lock
+        stale.unlink(missing_ok=True)
+    work = path.with_name(f".{path.name}.new-{os.getpid()}")
+    store = SqlAlchemyStore(f"{prefix}{work}", artifact_root(uri))
+    store.engine.dispose()
+    os.replace(work, path)
 
 
 @contextlib.contextmanager

@@ -139,3 +139,31 @@ def test_the_server_probe_is_one_bounded_request(monkeypatch):
         check_reachable(TrackingConfig(uri="http://127.0.0.1:9/"))
     assert calls == [("http://127.0.0.1:9/health", (5.0, 5.0))]
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+
+
+def test_a_store_creation_cut_short_leaves_no_half_made_store(tmp_path, monkeypatch):
+    """A process killed while it migrates a new SQLite store leaves a stray temporary file,
+    which the next creator removes, and no store that later runs fail to open."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from sbert_exp import tracking
+    from sbert_exp.schema import TrackingConfig
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    (tmp_path / ".mlflow.db.new-1").write_bytes(b"left by a killed creator")
+    migrate = SqlAlchemyStore.__init__
+
+    def cut_short(self, db_uri, *args, **kwargs):
+        Path(db_uri.removeprefix("sqlite:///")).write_bytes(b"half migrated")
+        raise RuntimeError("killed while migrating")
+
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", cut_short)
+    with pytest.raises(RuntimeError, match="killed while migrating"):
+        tracking._create_sqlite_store(uri)
+    assert not db.exists()
+
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", migrate)
+    client = tracking.Tracker(TrackingConfig(uri=uri, experiment="tests"))._client()
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".mlflow")) == []
