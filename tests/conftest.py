@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY_LAYERS = 12
+SMALL_STS_TEST, SMALL_STS_PAIRS = "sts-test-small.tsv", 200  # beside the tiny BERT
 # Words of the STSb/SNLI sentences the tests use, so the tiny tokenizer sees real tokens.
 WORDS = (
     "a the an is are was were of in on at to and with for by man woman men women girl boy "
@@ -53,6 +54,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=TINY_LAYERS,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(out)
+    # The tiny jobs score on the first STSb test pairs: every one of them evaluates several
+    # times, and the whole split (2,552 sentences) would cost them about a second each time.
+    from sbert_exp import assets
+
+    lines = assets.split_file("stsb", "test").read_text(encoding="utf-8").splitlines()
+    (out / SMALL_STS_TEST).write_text("\n".join(lines[:SMALL_STS_PAIRS]) + "\n", encoding="utf-8")
     return out
 
 
@@ -69,6 +76,8 @@ def tiny_overrides(tiny_bert: Path, tmp_path: Path, phase: str = "nli_sts") -> l
         f"base_model.num_layers={TINY_LAYERS}",
         "base_model.prefix=",
         "eval.nli_test_max_pairs=64",
+        "dataset.sts_test.source=local",
+        f"dataset.sts_test.location={tiny_bert / SMALL_STS_TEST}",
         "eval.speed_sentences=32",
         "eval.speed_rounds=1",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",

@@ -244,8 +244,10 @@ def test_final_evaluation_only_after_nli_and_distill(tiny_bert, tmp_path, cache)
 # ------------------------------------------------------------------ bad input
 
 
-def _distinct_training_sentences() -> int:
-    cfg, _ = compose(["phase=distill", "phase.distill.max_sentences=null"])
+def _distinct_training_sentences(tiny_bert: Path, tmp_path: Path) -> int:
+    """The distillation sentences of the tiny jobs' data: the training splits' distinct
+    sentences less those of their STS test split."""
+    cfg, _ = compose(_overrides(tiny_bert, tmp_path, sentences=None))
     return len(load_data(cfg).distill)
 
 
@@ -292,7 +294,7 @@ def test_bad_input_ends_in_one_line_before_any_model_loads(overrides, message, t
     names = {"tmp": tmp_path, "empty": tmp_path / "empty.txt",
              "latin": _bad_bytes(tmp_path / "latin.txt"), "short": tmp_path / "short.txt"}
     if "{n}" in message:
-        names["n"] = _distinct_training_sentences()
+        names["n"] = _distinct_training_sentences(tiny_bert, tmp_path)
     extra = [o.format(**names) for o in overrides]
     keys = {o.split("=")[0] for o in extra}
     base = [o for o in _overrides(tiny_bert, tmp_path) if o.split("=")[0] not in keys]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose, tiny_overrides
+from conftest import ROOT, SMALL_STS_TEST, compose, tiny_overrides
 from sbert_exp.pipeline import run_job
 from sbert_exp.tracking import flatten
 
@@ -82,7 +82,7 @@ def test_tiny_job_writes_metrics_and_one_mlflow_run(tiny_bert, tmp_path):
     assert run.data.params["pruning.keep"] == "3"
     assert run.data.params["pruning.strategy"] == "middle"
     assert run.data.params["phase.nli.max_pairs"] == "48"
-    assert run.data.params["dataset.sts_test.location"] == "stsb/test"
+    assert run.data.params["dataset.sts_test.location"] == str(tiny_bert / SMALL_STS_TEST)
     assert set(run.data.metrics) == NLI_STS_METRICS
     for name, value in on_disk.items():
         assert run.data.metrics[name] == pytest.approx(value)
