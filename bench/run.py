@@ -20,6 +20,7 @@ from common import OUT, machine
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {  # script -> (arguments, arguments with --quick)
     "encode_speed.py": ([], ["--rounds", "1", "--sentences", "300"]),
+    "export_speed.py": ([], ["--rounds", "1", "--sentences", "300"]),
     "overhead.py": ([], ["--rounds", "1"]),
     "scaling.py": ([], ["--quick"]),
 }

@@ -1,0 +1,153 @@
+"""Serving speed and STSb of e5_small keep 6, trimmed and exported, vs the unpruned fp32 model.
+
+    python bench/export_speed.py [--rounds 3] [--sentences N]
+
+One process loads e5_small, prunes it to the layers `angular` keeps at keep 6, trims its
+vocabulary as `vocab=corpus` does (no fine-tuning), saves it to a temporary folder and exports
+that as each backend (`sbert_exp.export`); then it scores every variant on the STSb test pairs
+and times them all, with the unpruned fp32 model, on the same STSb test sentences, alternating
+the variants within each round; the best round counts. Everything runs on the CPU, where ONNX
+Runtime and torch's int8 kernels run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import best_of, compose, machine, sts_test_sentences, write
+
+BASE = "e5_small"
+# What pruning.strategy=angular keeps in e5_small at keep 6 (README, "Which layers"), given
+# explicitly so that no layer scoring runs here.
+LAYERS = [0, 1, 2, 3, 10, 11]
+BACKENDS = ("onnx", "onnx_int8", "torch_int8")
+UNPRUNED, PRUNED = "unpruned fp32", "pruned+trimmed fp32"
+# The project's targets for e5_small keep 6 exported as int8 ONNX: speedup vs the unpruned fp32
+# model, and STSb Spearman within this of the pruned fp32 model it was exported from.
+TARGET_SPEEDUP, TARGET_STSB = 3.5, 0.01
+TARGET_BACKEND = "onnx_int8"
+
+
+def bench(rounds: int, limit: int | None, batch_size: int, folder: Path) -> dict:
+    from sbert_exp import evaluation, export, modeling, vocab
+    from sbert_exp.pipeline import load_data, plan
+
+    cfg = compose([f"base_model={BASE}", "phase=none", "vocab=corpus", "export=none",
+                   f"pruning.layers=[{','.join(map(str, LAYERS))}]"])
+    kept = plan(cfg)  # the job's own checks; explicit layers are kept as given
+    path = modeling.locate(cfg.base_model)
+    data = load_data(cfg)  # STSb test pairs, and the vocabulary corpus (`_vocab_corpus`)
+    sentences = sts_test_sentences("")[:limit]  # encode adds the prefix: the model's prompt
+
+    # The unpruned reference, and the pruned, trimmed model saved as a job saves it.
+    unpruned = modeling.load_base(cfg.base_model, "cpu", path)
+    unpruned.save(str(folder / "unpruned"))
+    model = modeling.load_base(cfg.base_model, "cpu", path)
+    modeling.prune(model, kept)
+    ids = vocab.used_token_ids(model.tokenizer, data.vocab_corpus, cfg.vocab.min_count,
+                               cfg.vocab.single_chars)
+    trimmed = vocab.trim(model, ids)
+    model.save(str(folder / "model"))
+    del model
+
+    models = {UNPRUNED: unpruned, PRUNED: export.load(folder / "model")}
+    disk = {UNPRUNED: modeling.disk_mb(folder / "unpruned"),
+            PRUNED: modeling.disk_mb(folder / "model")}
+    skipped, export_s = {}, {}
+    for backend in BACKENDS:
+        reason = export.available(backend)
+        if reason is not None:
+            skipped[backend] = reason
+            continue
+        started = time.perf_counter()
+        out = export.export(folder / "model", backend, folder / f"model_{backend}")
+        export_s[backend] = time.perf_counter() - started
+        models[backend] = export.load(out)
+        disk[backend] = modeling.disk_mb(out)
+
+    spearman = {name: evaluation.sts_scores(m, data.sts_test, batch_size)["spearman_cosine"]
+                for name, m in models.items()}
+
+    def encode(m):
+        def run() -> None:
+            m.encode(sentences, batch_size=batch_size, convert_to_numpy=True,
+                     show_progress_bar=False)
+        return run
+
+    seconds = best_of(rounds, {name: encode(m) for name, m in models.items()})
+    return {"kept": kept, "trim": trimmed, "n": len(sentences), "pairs": len(data.sts_test),
+            "spearman": spearman, "seconds": seconds, "disk": disk, "skipped": skipped,
+            "export_s": export_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sentences", type=int, default=None,
+                        help="time at most N sentences (STSb is scored on every test pair)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="export_speed-") as tmp:
+        r = bench(args.rounds, args.sentences, args.batch_size, Path(tmp))
+    t = r["trim"]
+    lines = [
+        "## Exported for serving: speed and STSb vs the unpruned fp32 model",
+        "",
+        f"`python bench/export_speed.py --rounds {args.rounds}"
+        + (f" --sentences {args.sentences}" if args.sentences else "") + "`: "
+        f"{BASE} keeping layers {' '.join(map(str, r['kept']))} (what `angular` keeps at keep "
+        f"6), vocabulary trimmed as `vocab=corpus` does ({t.old_vocab_size:,} -> "
+        f"{t.new_vocab_size:,} rows), no fine-tuning; STSb test Spearman on all "
+        f"{r['pairs']:,} pairs; encode time of {r['n']:,} distinct STSb test sentences (with the "
+        f"`query: ` prompt), batch {args.batch_size}, on the CPU, best of {args.rounds} "
+        f"alternating rounds after a warm-up; {machine()}.",
+        "",
+        "| variant | STSb test Spearman | vs pruned fp32 | encode s | speedup vs unpruned fp32 "
+        "| disk MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    failed = []
+    base_s, pruned_rho = r["seconds"][UNPRUNED], r["spearman"][PRUNED]
+    for name in (UNPRUNED, PRUNED, *BACKENDS):
+        label = f"`{name}`" if name in BACKENDS else name
+        if name in r["skipped"]:
+            if name == TARGET_BACKEND:
+                failed.append(f"{name} not measured")
+            lines.append(f"| {label} | skipped: {r['skipped'][name]} | - | - | - | - |")
+            continue
+        rho, s = r["spearman"][name], r["seconds"][name]
+        diff, speedup = rho - pruned_rho, base_s / s
+        diff_cell, speed_cell = f"{diff:+.4f}", f"**{speedup:.2f}x**"
+        if name == TARGET_BACKEND:
+            speed_ok, rho_ok = speedup >= TARGET_SPEEDUP, abs(diff) <= TARGET_STSB
+            speed_cell += f" (>= {TARGET_SPEEDUP:.1f}x: {'met' if speed_ok else 'MISSED'})"
+            diff_cell += f" (within {TARGET_STSB}: {'met' if rho_ok else 'MISSED'})"
+            if not speed_ok:
+                failed.append(f"{name} speedup")
+            if not rho_ok:
+                failed.append(f"{name} STSb")
+        lines.append(f"| {label} | {rho:.4f} | {diff_cell} | {s:.2f} | {speed_cell} "
+                     f"| {r['disk'][name]:.1f} |")
+    exported = ", ".join(f"{b} {s:.0f} s" for b, s in r["export_s"].items())
+    lines += ["", f"Unpruned fp32: {BASE} as it is (all 12 layers, the whole vocabulary), torch "
+              "fp32, the reference of every speedup. Every variant is loaded in this one process "
+              "and timed on the same sentences in alternating rounds, so the speedups are "
+              "measured side by side. Disk MB: the folder the variant loads from (the export "
+              "folders also hold the fp32 weights that `sbert_exp.export.load` reads). Export "
+              f"took {exported or 'nothing: no backend available'}.",
+              "", f"Took {time.perf_counter() - started:.0f} s."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    print(f"wrote {write('export_speed', text)}", file=sys.stderr)
+    if failed:
+        print(f"missed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
