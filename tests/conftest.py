@@ -39,6 +39,39 @@ def _teacher_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Non
 
 
 @pytest.fixture(scope="session")
+def _store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite store, created and migrated once per session the way a job does."""
+    from sbert_exp import tracking
+
+    path = tmp_path_factory.mktemp("store_template") / "mlflow.db"
+    tracking._create_sqlite_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _new_stores_from_a_template(request: pytest.FixtureRequest, _store_template: Path,
+                                monkeypatch) -> None:
+    """A new SQLite store in a test starts as a copy of the session's template: MLflow's
+    migrations take seconds a store, and most tests make one. Tests marked
+    `real_store_creation` create theirs as a job does; so do subprocesses."""
+    if request.node.get_closest_marker("real_store_creation"):
+        return
+    import shutil
+
+    from sbert_exp import tracking
+
+    create = tracking._create_sqlite_store
+
+    def copy_template(uri: str) -> None:
+        path = Path(uri.removeprefix("sqlite:///")).expanduser()
+        if not uri.startswith("sqlite:///") or path.exists():
+            return create(uri)
+        shutil.copyfile(_store_template, path)
+
+    monkeypatch.setattr(tracking, "_create_sqlite_store", copy_template)
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 12-layer BERT (hidden 32) with a WordPiece vocab, saved to disk."""
     import torch

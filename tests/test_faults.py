@@ -141,6 +141,7 @@ def test_the_server_probe_is_one_bounded_request(monkeypatch):
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
 
 
+@pytest.mark.real_store_creation
 def test_a_store_creation_cut_short_leaves_no_half_made_store(tmp_path, monkeypatch):
     """A process killed while it migrates a new SQLite store leaves a stray temporary file,
     which the next creator removes, and no store that later runs fail to open."""
