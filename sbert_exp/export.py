@@ -131,7 +131,9 @@ def load(path: Path, backend: Backend | None = None, threads: int | None = None)
     if backend is Backend.torch_int8:
         # Dynamic quantization is a function of the fp32 weights alone: every load gives the
         # same int8 model, so the folder keeps the fp32 weights and no torch-version pickle.
-        # Per channel: per tensor cost e5_small keep-6 0.015 STSb Spearman, per channel 0.002.
+        # Per channel: on one e5_small keep-6 model per tensor cost 0.015 STSb Spearman, per
+        # channel 0.002; on another (bench/export_speed.py) per channel costs 0.010, where
+        # onnx_int8 costs 0.002.
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, inplace=True)
     elif backend in ONNX_FILES:
