@@ -34,6 +34,7 @@ from sbert_exp.schema import (
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
     JOB_TAG,
+    LOGGED_MODEL_TAG,
     MODEL_DIR_TAG,
     REUSED_TAG,
     FinishedRun,
@@ -333,6 +334,8 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             reuse_tags = {**tags, REUSED_TAG: origin.run_id}
             if cfg.save_model:
                 reuse_tags[MODEL_DIR_TAG] = str(model.resolve())
+            if origin.logged_model:  # the same model: the report can register it from here
+                reuse_tags[LOGGED_MODEL_TAG] = origin.logged_model
             with tracker.run(run_name, tags=reuse_tags, parent_run_id=parent_run_id) as run:
                 run.log_params({"pruning.kept_layers": origin.kept_layers or "", **params})
                 run.log_metrics(origin.metrics)

@@ -364,7 +364,8 @@ class Tracker:
         return [FinishedRun(run_id=r.data.tags.get(REUSED_TAG, r.info.run_id),
                             metrics=dict(r.data.metrics),
                             model_dir=r.data.tags.get(MODEL_DIR_TAG),
-                            kept_layers=r.data.params.get("pruning.kept_layers")) for r in runs]
+                            kept_layers=r.data.params.get("pruning.kept_layers"),
+                            logged_model=r.data.tags.get(LOGGED_MODEL_TAG)) for r in runs]
 
 
 def _alive_owner(tags: Mapping[str, str]) -> bool:
@@ -425,6 +426,7 @@ class FinishedRun:
     metrics: dict[str, float]
     model_dir: str | None = None  # where that run, or this reuse of it, keeps the saved model
     kept_layers: str | None = None  # its `pruning.kept_layers` param
+    logged_model: str | None = None  # the URI of the model it logged (tracking.log_model=true)
 
 
 def _create_sqlite_store(uri: str) -> None:

@@ -414,3 +414,11 @@ def test_log_model_fills_the_models_and_dataset_columns(tiny_bert, tmp_path):
     assert inputs == {("snli_stsb/sts_test", "evaluation")}
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    # The same config again is reused, and the reuse names the model its origin logged (so the
+    # report can register it from a sweep made of reused runs).
+    _job([*tiny_overrides(tiny_bert, tmp_path, phase="none"), "pruning.keep=2",
+          "eval.speed_rounds=0", "tracking.log_model=true"], tmp_path / "again")
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    [reuse] = [r for r in runs if r.info.run_id != run.info.run_id]
+    assert reuse.data.tags["sbert_exp.reused_from"] == run.info.run_id
+    assert reuse.data.tags[LOGGED_MODEL_TAG] == run.data.tags[LOGGED_MODEL_TAG]
