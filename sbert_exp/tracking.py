@@ -97,13 +97,21 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a SQLite store URI (`~` expanded, relative to the working directory as
+    MLflow reads it); None for a tracking server."""
+    return Path(uri[len(SQLITE):]).expanduser() if uri.startswith(SQLITE) else None
+
+
 def artifact_root(uri: str) -> str | None:
     """Keep artifacts beside a SQLite store instead of in whatever directory a job runs from."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    db = sqlite_path(uri)
+    if db is None:
         return None
-    db = Path(uri[len(prefix):]).expanduser().resolve()
-    return (db.parent / "mlartifacts").as_uri()
+    return (db.resolve().parent / "mlartifacts").as_uri()
 
 
 class Run:
@@ -218,10 +226,8 @@ class Tracker:
 
     def _store_exists(self) -> bool:
         """False for a SQLite store not created yet: a lookup must not create it."""
-        prefix = "sqlite:///"
-        if self.cfg.uri.startswith(prefix):
-            return Path(self.cfg.uri[len(prefix):]).expanduser().is_file()
-        return True
+        db = sqlite_path(self.cfg.uri)
+        return db is None or db.is_file()
 
     def _experiment_id(self, client: Any) -> str:
         found = client.get_experiment_by_name(self.cfg.experiment)
@@ -436,16 +442,13 @@ def _create_sqlite_store(uri: str) -> None:
     Called with the store's lock held."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return
-    path = Path(uri[len(prefix):]).expanduser()
-    if path.exists():
+    path = sqlite_path(uri)
+    if path is None or path.exists():
         return
     for stale in path.parent.glob(f".{path.name}.new-*"):  # a killed creator's; we hold the lock
         stale.unlink(missing_ok=True)
     work = path.with_name(f".{path.name}.new-{os.getpid()}")
-    store = SqlAlchemyStore(f"{prefix}{work}", artifact_root(uri))
+    store = SqlAlchemyStore(f"{SQLITE}{work}", artifact_root(uri))
     store.engine.dispose()
     os.replace(work, path)
 
@@ -456,9 +459,9 @@ def _store_lock(uri: str) -> Iterator[None]:
     migration and the creation of experiments in it."""
     from filelock import FileLock
 
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        folder = Path(uri[len(prefix):]).expanduser().resolve().parent
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.resolve().parent
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = Path(tempfile.gettempdir())

@@ -63,8 +63,8 @@ def _new_stores_from_a_template(request: pytest.FixtureRequest, _store_template:
     create = tracking._create_sqlite_store
 
     def copy_template(uri: str) -> None:
-        path = Path(uri.removeprefix("sqlite:///")).expanduser()
-        if not uri.startswith("sqlite:///") or path.exists():
+        path = tracking.sqlite_path(uri)
+        if path is None or path.exists():
             return create(uri)
         shutil.copyfile(_store_template, path)
 
