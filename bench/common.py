@@ -28,11 +28,9 @@ def compose(overrides: Sequence[str]):
 
 def sts_test_sentences(prefix: str) -> list[str]:
     """Every distinct sentence of the STSb test split, prefixed as the model expects."""
-    from sbert_exp.pipeline import load_data
+    from sbert_exp.pipeline import distinct_sentences, load_data
 
-    data = load_data(compose(["phase=none"]))
-    unique = dict.fromkeys([*data.sts_test["sentence1"], *data.sts_test["sentence2"]])
-    return [prefix + s for s in unique]
+    return [prefix + s for s in distinct_sentences(load_data(compose(["phase=none"])).sts_test)]
 
 
 def best_of(rounds: int, variants: dict[str, Callable[[], object]]) -> dict[str, float]:

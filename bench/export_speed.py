@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import best_of, compose, machine, sts_test_sentences, write
+from common import best_of, compose, machine, write
 
 BASE = "e5_small"
 # What pruning.strategy=angular keeps in e5_small at keep 6 (README, "Which layers"), given
@@ -34,14 +34,16 @@ TARGET_BACKEND = "onnx_int8"
 
 def bench(rounds: int, limit: int | None, batch_size: int, folder: Path) -> dict:
     from sbert_exp import evaluation, export, modeling, vocab
-    from sbert_exp.pipeline import load_data, plan
+    from sbert_exp.pipeline import distinct_sentences, load_data, plan
 
     cfg = compose([f"base_model={BASE}", "phase=none", "vocab=corpus", "export=none",
                    f"pruning.layers=[{','.join(map(str, LAYERS))}]"])
     kept = plan(cfg)  # the job's own checks; explicit layers are kept as given
     path = modeling.locate(cfg.base_model)
     data = load_data(cfg)  # STSb test pairs, and the vocabulary corpus (`_vocab_corpus`)
-    sentences = sts_test_sentences("")[:limit]  # encode adds the prefix: the model's prompt
+    # Those of common.sts_test_sentences, from the split read just above: encode adds the
+    # prefix (the model's prompt).
+    sentences = distinct_sentences(data.sts_test)[:limit]
 
     # The unpruned reference, and the pruned, trimmed model saved as a job saves it.
     unpruned = modeling.load_base(cfg.base_model, "cpu", path)
