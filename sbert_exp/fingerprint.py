@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
-from sbert_exp import assets
+from sbert_exp import assets, languages
 from sbert_exp.modeling import precision
 from sbert_exp.schema import BaseModelConfig, Source, SplitConfig, TrainConfig
 
@@ -144,6 +144,14 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
                                                       .expanduser())
     for i, file in enumerate(cfg.vocab.files if cfg.vocab.name.value == "corpus" else []):
         parts[f"data.vocab_files.{i}"] = file_digest(Path(file).expanduser())
+    sets = languages.job_sets(cfg)
+    for name in sets:
+        parts[f"data.language.{name}"] = file_digest(languages.set_path(
+            name, cfg.eval.language_files))
+    texts = [*(cfg.phase.distill.text if cfg.phase.distill is not None else {}),
+             *(cfg.vocab.text if cfg.vocab.name.value == "corpus" else [])]
+    for name in dict.fromkeys(texts):
+        parts[f"data.text.{name}"] = file_digest(languages.text_path(name))
     # Layers a scored strategy chooses are known after loading: the recipe stands for them.
     layers = kept if kept is not None else {
         "strategy": cfg.pruning.strategy.value, "keep": cfg.pruning.keep,
@@ -160,5 +168,15 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
         config["export"] = cfg.export.value
     if config["phase"]["sts"] is not None and config["phase"]["sts"]["loss"] == "cosine":
         del config["phase"]["sts"]["loss"]
+    # The language sets: which ones the job evaluates, not where the names came from.
+    del config["base_model"]["languages"]
+    del config["eval"]["languages"], config["eval"]["language_files"]
+    if sets:
+        config["languages"] = {name: cfg.eval.language_files.get(name, "embedded")
+                               for name in sets}
+    if config["phase"]["distill"] is not None and not config["phase"]["distill"]["text"]:
+        del config["phase"]["distill"]["text"]
+    if "vocab" in config and not config["vocab"]["text"]:
+        del config["vocab"]["text"]
     text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)
     return Fingerprint(key=hashlib.sha256(text.encode()).hexdigest()[:20], parts=parts)

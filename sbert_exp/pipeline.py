@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from sbert_exp import evaluation, export, modeling, selection, teacher, training, vocab
+from sbert_exp import evaluation, export, languages, modeling, selection, teacher, training, vocab
 from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, read_sentences, resolve_path, sample_sentences, subsample
 from sbert_exp.errors import ConfigError
@@ -73,7 +73,13 @@ def plan(cfg: TrainConfig) -> list[int] | None:
                               f"dataset={d.name} has no nli_train or sts_train split: set "
                               "phase.distill.sentences_file, or one of those splits")
         _check_stage("distill", distill)
+        for name, count in distill.text.items():
+            _check_text(name, f"phase.distill.text.{name}")
+            if count is not None and count < 1:
+                raise ConfigError(f"phase.distill.text.{name}={count} is invalid: it must be at "
+                                  "least 1, or null for all of the source")
     _check_vocab(cfg)
+    languages.job_sets(cfg)
     if cfg.export is not ExportBackend.none:
         if not cfg.save_model:
             raise ConfigError(f"export={cfg.export} exports the saved model: set "
@@ -116,11 +122,19 @@ def _check_vocab(cfg: TrainConfig) -> None:
     if v.min_count < 1:
         raise ConfigError(f"vocab.min_count={v.min_count} is invalid: it must be at least 1")
     d = cfg.dataset
+    for name in v.text:
+        _check_text(name, "vocab.text")
     has_splits = v.training_splits and (d.nli_train is not None or d.sts_train is not None)
-    if not has_splits and not v.files:
+    if not has_splits and not v.files and not v.text:
         raise ConfigError(f"vocab=corpus has no text: dataset={d.name} gives no training split "
                           "(or vocab.training_splits=false) and vocab.files is empty: add "
                           "vocab.files=[path/to/text.txt]")
+
+
+def _check_text(name: str, where: str) -> None:
+    if name not in languages.TEXTS:
+        raise ConfigError(f"{where}: unknown text source '{name}': choose from "
+                          f"{', '.join(languages.TEXTS)}")
 
 
 def _check_stage(name: str, stage: StageConfig | DistillConfig) -> None:
@@ -158,6 +172,10 @@ class JobData:
     sts_dev: Dataset | None = None  # greedy_dev: the STS dev pairs it scores removals on
     distill: list[str] | None = None  # the distillation stage's sentences
     vocab_corpus: list[str] | None = None  # vocab=corpus: the texts whose tokens are kept
+    # The language sets it evaluates, and how many sentences of them each training text held
+    # (left out: `languages.exclude`).
+    languages: list[languages.Loaded] = dataclasses.field(default_factory=list)
+    held_out_removed: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def load_data(cfg: TrainConfig) -> JobData:
@@ -176,10 +194,12 @@ def load_data(cfg: TrainConfig) -> JobData:
     sts_test = load_split(d.sts_test, "sts", "dataset.sts_test")
     data = JobData(sts_test=sts_test, nli_train=nli_train, nli_test=nli_test,
                    sts_train=sts_train)
+    data.languages = languages.load(languages.job_sets(cfg), cfg.eval.language_files)
+    held = languages.held_out(data.languages)
     if phase.distill is not None:
-        data.distill = _distill_sentences(cfg, sts_test)
+        data.distill = _distill_sentences(cfg, sts_test, held, data.held_out_removed)
     if cfg.vocab.name is VocabKind.corpus:
-        data.vocab_corpus = _vocab_corpus(cfg)
+        data.vocab_corpus = _vocab_corpus(cfg, held, data.held_out_removed)
     p = cfg.pruning
     scored = p.layers is None and p.keep is not None and p.strategy in SCORED
     if scored and p.keep < cfg.base_model.num_layers:
@@ -217,10 +237,13 @@ def distinct_sentences(pairs: Dataset) -> list[str]:
     return list(dict.fromkeys([*pairs["sentence1"], *pairs["sentence2"]]))
 
 
-def _distill_sentences(cfg: TrainConfig, sts_test: Dataset) -> list[str]:
+def _distill_sentences(cfg: TrainConfig, sts_test: Dataset, held: set[str],
+                       removed: dict[str, int]) -> list[str]:
     """A seeded sample of the distinct sentences of `phase.distill.sentences_file`, else of the
-    training splits (nli_train, sts_train: never a test split); sentences that are also STS test
-    sentences are left out, so the student never learns targets of what it is scored on."""
+    training splits (nli_train, sts_train: never a test split), then of each text source of
+    `phase.distill.text`; sentences that are also STS test sentences or sentences of an evaluated
+    language set (`held`) are left out, so the student never learns targets of what it is scored
+    on. `removed` gets how many distinct sentences the language sets held."""
     stage, d = cfg.phase.distill, cfg.dataset
     if stage.sentences_file is not None:
         path = Path(stage.sentences_file).expanduser()
@@ -230,14 +253,23 @@ def _distill_sentences(cfg: TrainConfig, sts_test: Dataset) -> list[str]:
         sentences = _training_sentences(d)
         held_by = "the training splits hold"
     test = {*sts_test["sentence1"], *sts_test["sentence2"]}
-    return sample_sentences(sentences, stage.max_sentences, cfg.seed, test,
-                            "phase.distill.max_sentences", held_by)
+    sources = [(sentences, stage.max_sentences, "phase.distill.max_sentences", held_by)]
+    sources += [(languages.read_text(name), count, f"phase.distill.text.{name}",
+                 f"text source '{name}' holds") for name, count in stage.text.items()]
+    chosen: list[str] = []
+    removed["distill"] = 0
+    for texts, count, setting, source in sources:
+        texts, held_count = languages.exclude(texts, held)
+        removed["distill"] += held_count
+        chosen += sample_sentences(texts, count, cfg.seed, test, setting, source)
+    return list(dict.fromkeys(chosen))
 
 
-def _vocab_corpus(cfg: TrainConfig) -> list[str]:
+def _vocab_corpus(cfg: TrainConfig, held: set[str], removed: dict[str, int]) -> list[str]:
     """The distinct texts of the vocabulary corpus, with the model's prefix (the tokens of
     what the model will tokenize): every sentence of the training splits, of the distillation
-    sentences file, of `vocab.files`. Test splits are never part of it."""
+    sentences file, of `vocab.files` and of the text sources of `vocab.text`. Test splits and
+    the sentences of evaluated language sets (`held`; `removed` gets their count) never are."""
     v, d = cfg.vocab, cfg.dataset
     texts: list[str] = []
     if v.training_splits:
@@ -248,8 +280,11 @@ def _vocab_corpus(cfg: TrainConfig) -> list[str]:
                                     "phase.distill.sentences_file")
     for i, file in enumerate(v.files):
         texts += read_sentences(Path(file).expanduser(), f"vocab.files[{i}]")
+    for name in v.text:
+        texts += languages.read_text(name)
+    texts, removed["vocab"] = languages.exclude(texts, held)
     prefix = cfg.base_model.prefix
-    return [prefix + t for t in dict.fromkeys(texts)]
+    return [prefix + t for t in texts]
 
 
 @dataclass
@@ -367,16 +402,18 @@ def _datasets(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, st
 
 
 def _export(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
-            batch_size: int) -> dict[str, float]:
-    """Export the saved model, score the export on STS test and time it against the unpruned
-    fp32 base model: same sentences, same process, alternating rounds, on the CPU (ONNX
-    Runtime and torch's int8 kernels run there)."""
+            batch_size: int, lang_teacher: dict) -> dict[str, float]:
+    """Export the saved model, score the export on STS test and the language sets, and time it
+    against the unpruned fp32 base model: same sentences, same process, alternating rounds, on
+    the CPU (ONNX Runtime and torch's int8 kernels run there)."""
     started = time.perf_counter()
     folder = export.export(output_dir / "model", cfg.export, output_dir / f"model_{cfg.export}")
     seconds = time.perf_counter() - started
     served = export.load(folder)
     metrics = {f"export/sts_test/{k}": v
                for k, v in evaluation.sts_scores(served, data.sts_test, batch_size).items()}
+    metrics.update({f"export/{k}": v for k, v in languages.scores(
+        served, data.languages, lang_teacher, batch_size).items()})
     if cfg.eval.speed_rounds:
         pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
         unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
@@ -526,6 +563,19 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         dict(zip(test_sentences, reference.embeddings, strict=True)), data.sts_test)
     record({f"base_model/sts_test/{k}": v for k, v in scores.items()})
 
+    # The language sets: the teacher's embeddings of their sentences (cached, like the STS
+    # reference) are what agreement compares with; they also give the base model's scores.
+    sets, lang_teacher = data.languages, {}
+    if sets:
+        lang_sentences = list(dict.fromkeys(s for loaded in sets for s in loaded.sentences))
+        found = teacher.embeddings(cfg.base_model, checked.model_path, device, lang_sentences,
+                                   bs, loaded=unpruned, purpose="language sets").embeddings
+        lang_teacher = dict(zip(lang_sentences, found, strict=True))
+        record({f"base_model/{loaded.metric}": languages.score(loaded, lang_teacher,
+                                                                lang_teacher)
+                for loaded in sets})
+    record({f"data/held_out_removed/{k}": float(v) for k, v in data.held_out_removed.items()})
+
     # Time the model whole and pruned on the same sentences.
     if cfg.eval.speed_rounds:
         sentences = test_sentences[: cfg.eval.speed_sentences]
@@ -555,11 +605,13 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
 
     # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
     def eval_sts(tag: str, step: int) -> None:
-        scores = evaluation.sts_scores(model, data.sts_test, bs)
-        record({f"{tag}/sts_test/{k}": v for k, v in scores.items()})
+        scores = {f"sts_test/{k}": v
+                  for k, v in evaluation.sts_scores(model, data.sts_test, bs).items()}
+        scores.update(languages.scores(model, sets, lang_teacher, bs))
+        record({f"{tag}/{k}": v for k, v in scores.items()})
         # The unprefixed name always holds the latest score; its history has one step per
         # evaluation (0 before training, 1 after NLI, 2 after distillation, 3 after STS).
-        record({f"sts_test/{k}": v for k, v in scores.items()}, step=step)
+        record(scores, step=step)
 
     # eval.every_stage=false evaluates once, after the last stage. The stages run in a fixed
     # order, NLI, distillation, STS; each evaluation has its own step (0, 1, 2, 3).
@@ -593,7 +645,7 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
         if cfg.export is not ExportBackend.none:
-            record(_export(cfg, checked, output_dir, data, bs))
+            record(_export(cfg, checked, output_dir, data, bs, lang_teacher))
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     run.log_artifact(output_dir / "metrics.json")

@@ -56,6 +56,9 @@ class BaseModelConfig:
     revision: str | None = None  # hub only
     # random: same architecture and tokenizer, freshly initialised weights (seeded)
     init: Init = Init.pretrained
+    # The language sets a job evaluates unless eval.languages says otherwise
+    # (sbert_exp.languages.EVAL_SETS): a multilingual base names its languages here.
+    languages: list[str] = field(default_factory=list)
 
 
 class CalibrationSplit(StrEnum):
@@ -124,6 +127,9 @@ class DistillConfig:
     # A local UTF-8 text file, one sentence per line, used instead of the dataset's
     # training splits (nli_train and sts_train).
     sentences_file: str | None = None
+    # More sentences from the languages' training text (sbert_exp.languages.TEXTS): source ->
+    # how many, a seeded sample (null: all). The mix is these counts plus max_sentences.
+    text: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,6 +200,8 @@ class VocabConfig:
     # Also keep every one-character piece of the scripts the corpus uses, so that words
     # outside it spell out in known pieces rather than one unknown token.
     single_chars: bool = True
+    # The languages' training text added to the corpus (sbert_exp.languages.TEXTS), all of it.
+    text: list[str] = field(default_factory=list)
 
 
 class ExportBackend(StrEnum):
@@ -213,6 +221,11 @@ class EvalConfig:
     speed_rounds: int = 3  # 0: no speed timing
     # STS test before training and after every stage; false: only after the last stage.
     every_stage: bool = True
+    # Language sets scored with STS test (bitext/<set>/accuracy, agreement/<set>/spearman);
+    # null: base_model.languages; []: none.
+    languages: list[str] | None = None
+    # Your own sets: name -> a local .tsv (English<TAB>translation) or .txt (one sentence a line).
+    language_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
