@@ -92,8 +92,8 @@ def set_names(configured: Sequence[str] | None, default: Sequence[str],
     for name in names:
         if name not in EVAL_SETS and name not in files:
             raise ConfigError(f"unknown language set '{name}': choose from "
-                              f"{', '.join(EVAL_SETS)}, or name a file in "
-                              f"eval.language_files={{{name}: path.tsv}}")
+                              f"{', '.join(EVAL_SETS)}, or give it a file: "
+                              f"+eval.language_files.{name}=path.tsv")
     return names
 
 
@@ -225,11 +225,14 @@ def pair_cosines(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def agreement(model_emb: np.ndarray, teacher_emb: np.ndarray, pairs: np.ndarray) -> float:
-    """Spearman correlation of the model's and the teacher's cosines over `pairs`."""
+    """Spearman correlation of the model's and the teacher's cosines over `pairs`; 0 where the
+    model gives every pair the same cosine (it keeps none of the teacher's order)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(pair_cosines(model_emb, pairs),
-                           pair_cosines(teacher_emb, pairs)).statistic)
+    ours = pair_cosines(model_emb, pairs)
+    if np.ptp(ours) == 0:
+        return 0.0
+    return float(spearmanr(ours, pair_cosines(teacher_emb, pairs)).statistic)
 
 
 def score(loaded: Loaded, table: Mapping[str, np.ndarray],

@@ -50,6 +50,10 @@ COLUMNS = {  # report column -> MLflow metric
     "export_speedup": "export/speedup_vs_unpruned",
     "export_disk_mb": "export/disk_mb",
 }
+# The language sets' metrics (sbert_exp.languages) are columns of their own, named as logged:
+# bitext/<set>/accuracy, agreement/<set>/spearman, with base_model/ and export/ variants.
+LANGUAGE_PREFIXES = ("bitext/", "agreement/")
+STS = "sts"  # --metric's default: STSb test Spearman
 REGISTRY_ALIAS = "recommended"  # the registered version of the model to ship
 # `layers`: explicit pruning.layers; `none`: every layer kept, whatever was asked.
 STRATEGY_ORDER = {name: i for i, name in enumerate((
@@ -147,6 +151,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
             "phase": p.get("phase.name", "-"),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
+        row.update({k: v for k, v in m.items() if k.startswith(tuple(
+            f"{where}{p}" for where in ("", "base_model/", "export/") for p in LANGUAGE_PREFIXES))})
         row.update(unpruned_sts=score, unpruned_run=reference)
         row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
                    logged_model=run["tags"].get(LOGGED_MODEL_TAG), run_id=run["run_id"])
@@ -155,7 +161,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
         raise UserError("the sweep has no finished job runs to report on")
     df = pd.DataFrame(rows).drop_duplicates("config_key").drop(columns="config_key")
     # A metric no run logged is a column of None: numbers (NaN) for the arithmetic and plots.
-    df[list(COLUMNS)] = df[list(COLUMNS)].apply(pd.to_numeric)
+    numeric = [*COLUMNS, *(c for c in df.columns if "/" in c)]
+    df[numeric] = df[numeric].apply(pd.to_numeric)
     df["retained_pct"] = 100 * df.sts_final / df.unpruned_sts
     # Against the base model as it is (unpruned, pretrained, untrained): what a shipped model
     # replaces.
@@ -165,6 +172,17 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
     return (df.assign(_o=order)
             .sort_values(["base", "init", "keep", "_o", "kept_layers", "phase"])
             .drop(columns="_o"))
+
+
+def language_metrics(df: pd.DataFrame) -> list[str]:
+    """The language metrics some run of `df` logged (final values), sorted."""
+    return sorted(c for c in df.columns if c.startswith(LANGUAGE_PREFIXES))
+
+
+def short(metric: str) -> str:
+    """`en-hi acc` for bitext/en-hi/accuracy, `hi agr` for agreement/hi/spearman."""
+    kind, name, _ = metric.split("/")
+    return f"{name} {'acc' if kind == 'bitext' else 'agr'}"
 
 
 def references_outside(df: pd.DataFrame) -> dict[str, str]:
@@ -178,6 +196,8 @@ def markdown(df: pd.DataFrame) -> str:
     head = ["base", "init", "strategy", "keep", "kept layers", "phase",
             "params total / emb / enc (M)", "speedup", "STSb before", "after NLI",
             "after distill", "after STS", "NLI acc", "% of unpruned", "% of base", "job (s)"]
+    langs = language_metrics(df)
+    head += [short(m) for m in langs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x: float | None, fmt: str) -> str:
@@ -191,6 +211,7 @@ def markdown(df: pd.DataFrame) -> str:
                  f(r.sts_after_distill, ".4f"), f(r.sts_after_sts, ".4f"),
                  f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f"), f(r.base_pct, ".1f"),
                  f(r.job_s, ".0f")]
+        cells += [f(df.at[r.Index, m], ".4f") for m in langs]
         lines.append("| " + " | ".join(cells) + " |")
     for base, run_id in references_outside(df).items():
         score = df.unpruned_sts[df.base == base].iloc[0]
@@ -201,6 +222,12 @@ def markdown(df: pd.DataFrame) -> str:
         levels = ", ".join(f"{r.base} {r.base_sts:.4f}" for r in bases.itertuples())
         lines.append(f"\n% of unpruned: against the unpruned model with the same training; "
                      f"% of base: against the base model as it is, no training ({levels}).")
+    for m in langs:
+        base = f"base_model/{m}"
+        if base in df.columns and df[base].notna().any():
+            levels = ", ".join(f"{r.base} {r[base]:.4f}" for _, r in
+                               df.dropna(subset=[base]).drop_duplicates("base").iterrows())
+            lines.append(f"\n{short(m)}: {m}; the base model as it is: {levels}.")
     return "\n".join(lines) + "\n"
 
 
@@ -208,11 +235,14 @@ def markdown(df: pd.DataFrame) -> str:
 # candidates, each with its own STSb, speed and size (an int8 export scores differently).
 SHIP_COLUMNS = ["base", "init", "strategy", "keep", "kept_layers", "phase", "vocab_size",
                 "base_sts", "run_id", "logged_model"]
-OBJECTIVES = {"sts": 1, "speed": 1, "mb": -1}  # candidate column -> 1: higher is better, -1: lower
+# candidate column -> 1: higher is better, -1: lower
+OBJECTIVES = {"score": 1, "speed": 1, "mb": -1}
 
 
-def candidates(df: pd.DataFrame) -> pd.DataFrame:
-    """The models a sweep's rows offer to ship, with STSb `sts`, encode speedup `speed`, size `mb`.
+def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
+    """The models a sweep's rows offer to ship, with STSb `sts`, encode speedup `speed`, size `mb`,
+    each language metric, and `score`: the quality they are chosen by (`metric`: STSb, or a
+    language metric such as bitext/en-hi/accuracy; `score_base`, the base model's).
 
     Each row gives its saved model (`form` "model": `sts_final`, `speedup`, `disk_mb`, or the fp32
     parameter size `size_mb` where the job saved no model, `mb_from` "params") and, where the job
@@ -230,6 +260,11 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
     saved = df[SHIP_COLUMNS].assign(
         form="model", sts=num("sts_final"), speed=num("speedup"), mb=disk.fillna(sizes),
         mb_from=mb_from, model_dir=df.model_dir, _o=2 * df.index)
+    langs = language_metrics(df)
+    if metric != STS and metric not in langs:
+        raise UserError(f"--metric {metric}: no run of the sweep logged it: choose {STS}"
+                        + "".join(f", {m}" for m in langs))
+    saved = saved.assign(**{m: num(m) for m in langs})
     parts = [saved]
     exported = num("export_sts").notna() | num("export_disk_mb").notna()
     if exported.any():
@@ -239,9 +274,19 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
         parts.append(e[SHIP_COLUMNS].assign(
             form=e.export, sts=num("export_sts")[exported], speed=num("export_speedup")[exported],
             mb=num("export_disk_mb")[exported], mb_from="disk", model_dir=folders,
-            _o=2 * e.index + 1))
+            _o=2 * e.index + 1,
+            **{m: (num(f"export/{m}")[exported] if f"export/{m}" in df else float("nan"))
+               for m in langs}))
     out = pd.concat(parts).sort_values("_o").drop(columns="_o").reset_index(drop=True)
     out["base_pct"] = 100 * out.sts / pd.to_numeric(out.base_sts)
+    out["score"] = out.sts if metric == STS else out[metric]
+    base = pd.to_numeric(out.base_sts) if metric == STS else (
+        out.index.map(dict(enumerate(num(f"base_model/{metric}"))).get) if
+        f"base_model/{metric}" in df else float("nan"))
+    # Each row's base model, as it is: what the chosen quality would be with no pruning at all.
+    out["score_base"] = pd.to_numeric(pd.Series(base, index=out.index)) if metric != STS \
+        else pd.to_numeric(out.base_sts)
+    out.attrs["metric"] = metric
     return out
 
 
@@ -259,7 +304,7 @@ def pareto_front(df: pd.DataFrame) -> pd.Series:
     at_least = (values[None, :, :] >= values[:, None, :]).all(axis=2)
     better = (values[None, :, :] > values[:, None, :]).any(axis=2)
     dominated = (at_least & better).any(axis=1)
-    return pd.Series(~dominated & pd.to_numeric(df.sts).notna().to_numpy(), index=df.index)
+    return pd.Series(~dominated & pd.to_numeric(df.score).notna().to_numpy(), index=df.index)
 
 
 @dataclass(frozen=True)
@@ -313,22 +358,30 @@ class Budget:
 
 
 def recommend(df: pd.DataFrame, front: pd.Series, budget: Budget | None = None) -> int:
-    """The index of the front's candidate with the highest STSb among those that meet `budget`
+    """The index of the front's candidate with the highest `score` (STSb, or the metric
+    `candidates` was asked for) among those that meet `budget`
     (ties: the faster, then the smaller). The best candidate that meets a budget is always on the
     front, or tied with one that is. A UserError naming the closest candidate when none meets it.
     """
     budget = budget or Budget()
     on_front = df[front]
     if not len(on_front):
-        raise UserError("no run of the sweep has an STSb test score to choose a model by")
+        raise UserError(f"no run of the sweep has a {metric_label(df)} score to choose a model "
+                        "by")
     fits = on_front[budget.meets(on_front)]
     if not len(fits):
         closest = df.loc[on_front.assign(_gap=budget.shortfall(on_front))
-                         .sort_values(["_gap", "sts"], ascending=[True, False]).index[0]]
+                         .sort_values(["_gap", "score"], ascending=[True, False]).index[0]]
         raise UserError(f"no run of the sweep meets {budget.flags()} (closest: "
                         f"{describe(closest)}: {figures(closest)}): loosen the budget")
-    return fits.sort_values(["sts", "speed", "mb"], ascending=[False, False, True],
+    return fits.sort_values(["score", "speed", "mb"], ascending=[False, False, True],
                             na_position="last", kind="stable").index[0]
+
+
+def metric_label(df: pd.DataFrame) -> str:
+    """What candidates are chosen by: `STSb`, or the language metric's name."""
+    metric = df.attrs.get("metric", STS)
+    return "STSb" if metric == STS else metric
 
 
 def _f(x: float | None, fmt: str) -> str:
@@ -347,14 +400,20 @@ def figures(row: pd.Series) -> str:
     """`0.7100 STSb, 120.0 MB, 5.2x`: the three objectives of a candidate."""
     params = " (fp32 params)" if row.mb_from == "params" else ""
     speed = f"{row.speed:.1f}x" if pd.notna(row.speed) else "speed not timed"
-    return f"{_f(row.sts, '.4f')} STSb, {_f(row.mb, '.1f')} MB{params}, {speed}"
+    langs = "".join(f", {_f(row[m], '.4f')} {short(m)}" for m in row.index
+                    if m.startswith(LANGUAGE_PREFIXES))
+    return f"{_f(row.sts, '.4f')} STSb{langs}, {_f(row.mb, '.1f')} MB{params}, {speed}"
 
 
 def recommendation_line(row: pd.Series, budget: Budget,
-                        registered: tuple[str, str] | None = None) -> str:
+                        registered: tuple[str, str] | None = None, metric: str = "STSb") -> str:
     """One line: the chosen model, its figures, its folder and what the registry holds."""
-    within = f"within {budget.flags()}" if budget.flags() else "no budget: the highest STSb"
-    pct = f" ({_f(row.base_pct, '.1f')}% of base)" if pd.notna(row.base_pct) else ""
+    within = (f"within {budget.flags()}" + ("" if metric == "STSb" else f", the highest {metric}")
+              if budget.flags() else f"no budget: the highest {metric}")
+    pct = ""
+    if pd.notna(row.score_base) and row.score_base:
+        pct = f" ({_f(100 * row.score / row.score_base, '.1f')}% of base"
+        pct += ")" if metric == "STSb" else f" on {metric})"
     folder = (f"model folder {row.model_dir}" if isinstance(row.model_dir, str)
               else "no model folder (the job saved no model)")
     if registered is not None:
@@ -384,11 +443,13 @@ def recommendation_record(row: pd.Series, budget: Budget,
 def ship_markdown(df: pd.DataFrame, front: pd.Series, line: str,
                   sweep_dir: Path | None = None) -> str:
     """The "Which model to ship" section: the Pareto front as a table, the recommendation."""
+    langs = [c for c in df.columns if c.startswith(LANGUAGE_PREFIXES)]
     head = ["base", "strategy", "keep", "phase", "form", "vocab size", "STSb", "% of base",
-            "speedup", "disk MB", "model folder"]
+            *(short(m) for m in langs), "speedup", "disk MB", "model folder"]
     lines = ["## Which model to ship", "",
              "The Pareto front: the models that no other model of the sweep matches or beats "
-             "on STSb (higher), encode speedup (higher) and size (lower) while beating it on "
+             f"on {metric_label(df)} (higher), encode speedup (higher) and size (lower) while "
+             "beating it on "
              "one. Each config offers its saved model and, where the job exported it, the "
              "export (form); speedup is against the unpruned model (an export's is timed on "
              "CPU); disk MB is the saved folder, or the fp32 parameters (params) where the job "
@@ -398,8 +459,8 @@ def ship_markdown(df: pd.DataFrame, front: pd.Series, line: str,
         strategy = r.strategy if r.init == "pretrained" else f"{r.strategy} ({r.init} init)"
         mb = _f(r.mb, ".1f") + (" (params)" if r.mb_from == "params" else "")
         cells = [r.base, strategy, str(r.keep), r.phase, r.form, _f(r.vocab_size, ".0f"),
-                 _f(r.sts, ".4f"), _f(r.base_pct, ".1f"), _f(r.speed, ".2f") + "x", mb,
-                 _folder(r.model_dir, sweep_dir)]
+                 _f(r.sts, ".4f"), _f(r.base_pct, ".1f"), *(_f(r[m], ".4f") for m in langs),
+                 _f(r.speed, ".2f") + "x", mb, _folder(r.model_dir, sweep_dir)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", line]
     return "\n".join(lines) + "\n"
@@ -523,33 +584,34 @@ def plot_pareto(df: pd.DataFrame, front: pd.Series, chosen: int, path: Path) -> 
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    drawn = df[df.speed.notna() & df.sts.notna()]
+    drawn = df[df.speed.notna() & df.score.notna()]
     on = drawn[front[drawn.index]].sort_values("speed")
     fig, ax = plt.subplots(figsize=(8, 5.2))
     sized = drawn.mb.notna().any()
     colour = {"c": drawn.mb, "cmap": plt.get_cmap("viridis").with_extremes(bad="lightgrey"),
               "norm": Normalize(drawn.mb.min(), drawn.mb.max())} if sized else {"c": "tab:blue"}
-    ax.scatter(drawn.speed, drawn.sts, s=35, alpha=0.45, edgecolors="none", label="all models",
+    ax.scatter(drawn.speed, drawn.score, s=35, alpha=0.45, edgecolors="none", label="all models",
                **colour)
     if sized:
         colour["c"] = on.mb
         fig.colorbar(ScalarMappable(colour["norm"], colour["cmap"]), ax=ax,
                      label="size (MB on disk, or fp32 params)")
-    ax.plot(on.speed, on.sts, ":", color="black", linewidth=1, zorder=1)
-    ax.scatter(on.speed, on.sts, s=70, edgecolors="black", linewidths=1.2, zorder=2,
+    ax.plot(on.speed, on.score, ":", color="black", linewidth=1, zorder=1)
+    ax.scatter(on.speed, on.score, s=70, edgecolors="black", linewidths=1.2, zorder=2,
                label="Pareto front", **colour)
     for r in on.itertuples():  # the base and phase only where the sweep has several
         text = " ".join([*([r.base] if df.base.nunique() > 1 else []), f"{r.strategy} {r.keep}L",
                          *([r.phase] if df.phase.nunique() > 1 else []),
                          *([] if r.form == "model" else [r.form])])
-        ax.annotate(text, (r.speed, r.sts), fontsize=7, xytext=(5, 3), textcoords="offset points")
+        ax.annotate(text, (r.speed, r.score), fontsize=7, xytext=(5, 3), textcoords="offset points")
     if chosen in drawn.index:
-        ax.scatter(drawn.speed[chosen], drawn.sts[chosen], s=380, facecolors="none",
+        ax.scatter(drawn.speed[chosen], drawn.score[chosen], s=380, facecolors="none",
                    edgecolors="red", linewidths=2, zorder=3, label="recommended")
     ax.set_xlabel("encode speedup vs the unpruned model (x)")
-    ax.set_ylabel("STSb test Spearman (cosine)")
+    label = metric_label(df)
+    ax.set_ylabel("STSb test Spearman (cosine)" if label == "STSb" else label)
     left_out = len(df[front]) - len(on)
-    ax.set_title("Which model to ship: STSb, speed and size" + (
+    ax.set_title(f"Which model to ship: {label}, speed and size" + (
         f" ({left_out} front model(s) without a speed timing not shown)" if left_out else ""),
         fontsize=11)
     ax.margins(x=0.15)  # room for the labels of the fastest and slowest points
@@ -676,7 +738,7 @@ class Written:
 
 
 def write_report(sweep_dir: Path, budget: Budget | None = None,
-                 register_as: str | None = None) -> Written:
+                 register_as: str | None = None, metric: str = STS) -> Written:
     """Write report.csv, report.md (with "Which model to ship"), three plots and
     recommendation.json into the sweep folder; attach them to its run.
 
@@ -694,7 +756,7 @@ def write_report(sweep_dir: Path, budget: Budget | None = None,
     lacking = sorted(set(df.base[df.unpruned_sts.isna()]))
     if lacking:  # look for the unpruned references in earlier runs of the experiment
         df = table(runs, finished_runs_of(uri, parent, lacking))
-    models = candidates(df)
+    models = candidates(df, metric)
     front = pareto_front(models)
     chosen = recommend(models, front, budget)
     row = models.loc[chosen]
@@ -702,7 +764,7 @@ def write_report(sweep_dir: Path, budget: Budget | None = None,
     if isinstance(row.logged_model, str) and row.logged_model:
         name = register_as or f"{info.get('experiment') or 'sbert_exp'}-{row.base}"
         registered = (name, register(uri, row.logged_model, name))
-    line = recommendation_line(row, budget, registered)
+    line = recommendation_line(row, budget, registered, metric_label(models))
 
     csv, md = sweep_dir / "report.csv", sweep_dir / "report.md"
     chosen_json = sweep_dir / "recommendation.json"
@@ -727,6 +789,10 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--min-speedup", type=float, metavar="X",
                         help="encode speedup vs the unpruned model at least X")
     budget.add_argument("--min-sts", type=float, metavar="S", help="STSb Spearman at least S")
+    parser.add_argument("--metric", default=STS, metavar="METRIC",
+                        help="the quality the Pareto front and the recommendation use: sts (STSb "
+                             "test, default) or a language metric the sweep logged, e.g. "
+                             "bitext/en-hi/accuracy or agreement/hi/spearman")
     parser.add_argument("--register", metavar="NAME",
                         help="registered model name for the recommended run's logged model "
                              "(default: <experiment>-<base>)")
@@ -734,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         limits = Budget(args.max_mb, args.min_speedup, args.min_sts)
-        written = write_report(args.sweep or latest_sweep(), limits, args.register)
+        written = write_report(args.sweep or latest_sweep(), limits, args.register, args.metric)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -108,6 +108,7 @@ def tiny_overrides(tiny_bert: Path, tmp_path: Path, phase: str = "nli_sts") -> l
         f"base_model.location={tiny_bert}",
         f"base_model.num_layers={TINY_LAYERS}",
         "base_model.prefix=",
+        "base_model.languages=[]",  # the default base's language sets are not the tiny model's
         "eval.nli_test_max_pairs=64",
         "dataset.sts_test.source=local",
         f"dataset.sts_test.location={tiny_bert / SMALL_STS_TEST}",

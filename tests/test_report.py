@@ -270,7 +270,9 @@ def test_latest_sweep_skips_sweeps_without_a_finished_job(tmp_path, caplog, caps
 # Which model to ship: the Pareto front, the budget, the registry.
 
 def _frame(rows: list[tuple[float | None, float | None, float | None]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["sts", "speed", "mb"], dtype=float)
+    """Candidates chosen by STSb: `score` is their `sts`."""
+    df = pd.DataFrame(rows, columns=["sts", "speed", "mb"], dtype=float)
+    return df.assign(score=df.sts)
 
 
 @pytest.mark.parametrize(("rows", "front"), [
