@@ -12,10 +12,10 @@ MLFLOW_HOST ?= 127.0.0.1
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install assets assets-mpnet sweep report train test test-fast bench lint ui mlflow-server clean
+.PHONY: help install assets assets-mpnet assets-libreoffice sweep report train test test-fast bench lint ui mlflow-server clean
 
 help: ## Show the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-19s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ assets: $(INSTALLED) ## Prepare the embedded models and data (checked by SHA-256
 
 assets-mpnet: $(INSTALLED) ## Prepare the optional mpnet_base model (about 400 MB)
 	$(PY) -m sbert_exp.assets prepare mpnet_base
+
+assets-libreoffice: $(INSTALLED) ## Prepare the optional Hindi and Marathi LibreOffice text (Debian's apt-get; skipped without it)
+	$(PY) -m sbert_exp.assets prepare libreoffice --skip-unavailable
 
 sweep: assets ## Default sweep: keep 2,6,12 x strategy top,middle,bottom on e5_small (more: ARGS="...")
 	$(PY) -m sbert_exp.train -m pruning.keep=2,6,12 pruning.strategy=top,middle,bottom $(ARGS)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sbert_exp.atomic import atomic_dir
 from sbert_exp.e5_convert import VERSION as E5_CONVERTER_VERSION
-from sbert_exp.errors import AssetError
+from sbert_exp.errors import AssetError, AssetUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -321,13 +321,21 @@ def main(argv: list[str] | None = None) -> int:
     p_prep = sub.add_parser("prepare", help="build assets into the cache (default: the defaults)")
     p_prep.add_argument("names", nargs="*", default=DEFAULT_ASSETS)
     p_prep.add_argument("--force", action="store_true", help="rebuild even when present")
+    p_prep.add_argument("--skip-unavailable", action="store_true",
+                        help="an asset whose source this machine lacks is skipped with one line")
     p_check = sub.add_parser("check", help="verify assets by SHA-256")
     p_check.add_argument("names", nargs="*", default=DEFAULT_ASSETS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         for name in args.names:
-            path = prepare(name, force=args.force) if args.cmd == "prepare" else resolve(name)
+            try:
+                path = prepare(name, force=args.force) if args.cmd == "prepare" else resolve(name)
+            except AssetUnavailable as e:
+                if not getattr(args, "skip_unavailable", False):
+                    raise
+                print(f"skipped {name}: {e}", file=sys.stderr)
+                continue
             log.info("%-10s ok  %s", name, path)
     except AssetError as e:  # the user's to fix: one line, exit code 2 as in train and report
         print(f"error: {e}", file=sys.stderr)

@@ -15,5 +15,9 @@ class AssetError(UserError):
     """An embedded asset that is missing or does not match its SHA-256."""
 
 
+class AssetUnavailable(AssetError):
+    """An optional asset whose source this machine lacks (e.g. Debian's apt-get)."""
+
+
 class DataError(UserError):
     """A data file or Hub dataset that cannot be read as sentence pairs."""

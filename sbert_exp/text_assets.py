@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from sbert_exp.errors import AssetError
+from sbert_exp.errors import AssetError, AssetUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,9 @@ def prepare_ui_strings(out: Path, download) -> None:
 
 def _apt_download(package: str, dest: Path) -> Path:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise AssetError("apt-get is not on this machine: the libreoffice asset (Marathi text) "
-                         "comes from Debian's packages; presets and sets that need it are "
-                         "skipped")
+        raise AssetUnavailable("apt-get is not on this machine: the libreoffice asset (Marathi "
+                               "text) comes from Debian's packages; experiment=marathi_local "
+                               "and the sets en-hi_lo, en-mr_lo, mr need it")
     proc = subprocess.run(["apt-get", "download", package], cwd=dest, capture_output=True,
                           text=True)
     debs = sorted(dest.glob(f"{package}_*.deb"))

@@ -512,3 +512,40 @@ def test_recommended_logged_model_is_registered(tmp_path, capsys):
     assert moved.source == client.get_logged_model(logged.model_id).artifact_location
     with pytest.raises(UserError, match="cannot register the logged model runs:/.*/nothing"):
         report.register(uri, f"runs:/{job}/nothing", "tests-m")
+
+
+def _language_jobs(folder: Path) -> list[dict]:
+    """`_jobs` with English-Hindi retrieval: bottom keep 2, the worst on STSb, is the best there."""
+    runs = _jobs(folder)
+    for run, value in zip(runs, (0.85, 0.90, 0.70, 0.88), strict=True):
+        run["metrics"].update({"bitext/en-hi/accuracy": value,
+                               "base_model/bitext/en-hi/accuracy": 0.88})
+    runs[0]["metrics"]["export/bitext/en-hi/accuracy"] = 0.84
+    return runs
+
+
+def test_metric_chooses_the_front_and_the_model_by_a_language(tmp_path):
+    df = table(_language_jobs(tmp_path))
+    assert df["bitext/en-hi/accuracy"].tolist() == [0.85, 0.90, 0.70, 0.88]
+    by_sts = report.candidates(df)
+    assert by_sts.score.tolist() == by_sts.sts.tolist()
+    models = report.candidates(df, "bitext/en-hi/accuracy")
+    assert models["bitext/en-hi/accuracy"].tolist() == [0.85, 0.84, 0.90, 0.70, 0.88]
+    assert models.score.tolist() == [0.85, 0.84, 0.90, 0.70, 0.88]
+    # bottom keep 2 (0.90, 1.9x, 60 MB) dominates top keep 2's model, top keep 3 and the
+    # unpruned model; the int8 export stays for its speed and size.
+    front = report.pareto_front(models)
+    assert front.tolist() == [False, True, True, False, False]
+    row = models.loc[report.recommend(models, front)]
+    assert (row.strategy, row.keep, row.form) == ("bottom", 2, "model")
+    line = report.recommendation_line(row, report.Budget(), None,
+                                      report.metric_label(models))
+    assert line.startswith("recommended (no budget: the highest bitext/en-hi/accuracy): m bottom "
+                           "keep 2 sts: 0.6000 STSb, 0.9000 en-hi acc, 60.0 MB, 1.9x (102.3% of "
+                           "base on bitext/en-hi/accuracy); ")
+    with pytest.raises(UserError, match=r"^--metric agreement/mr/spearman: no run of the sweep "
+                                        r"logged it: choose sts, bitext/en-hi/accuracy$"):
+        report.candidates(df, "agreement/mr/spearman")
+    md = report.markdown(df).splitlines()
+    assert md[0].endswith("| en-hi acc |") and md[2].endswith("| 0.8500 |")
+    assert "en-hi acc: bitext/en-hi/accuracy; the base model as it is: m 0.8800." in md
