@@ -244,8 +244,9 @@ def subsample(ds: Dataset, max_pairs: int | None, seed: int) -> Dataset:
     return ds.shuffle(seed=seed).select(range(max_pairs))
 
 
-def read_sentences(path: Path, where: str) -> list[str]:
-    """The sentences of a UTF-8 text file, one a line (ends stripped, blank lines skipped)."""
+def read_lines(path: Path, where: str) -> list[str]:
+    """The lines of a UTF-8 text file (ends stripped, blank lines skipped); `where` names the
+    setting in the errors."""
     if not path.is_file():
         raise DataError(f"{where}: file {path} does not exist: fix the path")
     try:
@@ -253,7 +254,12 @@ def read_sentences(path: Path, where: str) -> list[str]:
     except UnicodeDecodeError as e:
         raise DataError(f"{where}: {path} is not UTF-8 text (byte {e.start} cannot be "
                         "decoded): re-save it as UTF-8") from None
-    sentences = [s for s in (line.strip() for line in text.split("\n")) if s]
+    return [s for s in (line.strip() for line in text.split("\n")) if s]
+
+
+def read_sentences(path: Path, where: str) -> list[str]:
+    """The sentences of a UTF-8 text file, one a line (ends stripped, blank lines skipped)."""
+    sentences = read_lines(path, where)
     if not sentences:
         raise DataError(f"{where}: {path} holds no sentences: write one sentence per line")
     return sentences

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sbert_exp import assets
+from sbert_exp.data import read_lines
 from sbert_exp.errors import ConfigError, DataError
 
 AGREEMENT_PAIRS = 3000  # sentence pairs whose cosines are compared, a seeded sample
@@ -110,21 +111,10 @@ def set_path(name: str, files: Mapping[str, str]) -> Path:
     return assets.resolve(spec.asset) / spec.file
 
 
-def _lines(path: Path, where: str) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"{where}: file {path} does not exist: fix the path")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{where}: {path} is not UTF-8 text (byte {e.start} cannot be decoded): "
-                        "re-save it as UTF-8") from None
-    return [line.strip() for line in text.split("\n") if line.strip()]
-
-
 def read_pairs(path: Path, where: str) -> tuple[list[str], list[str]]:
     """The two sides of a bitext file; a line without exactly two non-empty sides is an error."""
     first, second = [], []
-    for i, line in enumerate(_lines(path, where), start=1):
+    for i, line in enumerate(read_lines(path, where), start=1):
         cols = [c.strip() for c in line.split("\t")]
         if len(cols) != 2 or not all(cols):
             raise DataError(f"{where}: line {i} of {path} has {len(cols)} column(s) or an empty "
@@ -156,12 +146,10 @@ def load(names: Sequence[str], files: Mapping[str, str]) -> list[Loaded]:
         kind = _kind_of(path, where) if name in files else EVAL_SETS[name].kind
         if kind == "bitext":
             first, second = read_pairs(path, where)
-            texts = first
         else:
-            first, second = list(dict.fromkeys(_lines(path, where))), []
-            texts = first
-        if len(texts) < 2:
-            raise DataError(f"{where}: {path} holds {len(texts)} usable "
+            first, second = list(dict.fromkeys(read_lines(path, where))), []
+        if len(first) < 2:
+            raise DataError(f"{where}: {path} holds {len(first)} usable "
                             f"{'pairs' if kind == 'bitext' else 'sentences'}; a set needs at "
                             "least 2: add lines, or leave the set out of eval.languages")
         if kind == "bitext" and (len(set(first)) < len(first) or len(set(second)) < len(second)):
@@ -179,7 +167,7 @@ def read_text(name: str) -> list[str]:
     asset, file, paired = TEXTS[name]
     path = assets.resolve(asset) / file
     if not paired:
-        return _lines(path, f"text source '{name}'")
+        return read_lines(path, f"text source '{name}'")
     first, second = read_pairs(path, f"text source '{name}'")
     return [s for pair in zip(first, second, strict=True) for s in pair]
 
