@@ -176,6 +176,8 @@ class JobData:
     # (left out: `languages.exclude`).
     languages: list[languages.Loaded] = dataclasses.field(default_factory=list)
     held_out_removed: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The distillation sentences' mix: source ("training", "file" or a text source) -> count.
+    distill_mix: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def load_data(cfg: TrainConfig) -> JobData:
@@ -197,7 +199,7 @@ def load_data(cfg: TrainConfig) -> JobData:
     data.languages = languages.load(languages.job_sets(cfg), cfg.eval.language_files)
     held = languages.held_out(data.languages)
     if phase.distill is not None:
-        data.distill = _distill_sentences(cfg, sts_test, held, data.held_out_removed)
+        data.distill = _distill_sentences(cfg, sts_test, held, data)
     if cfg.vocab.name is VocabKind.corpus:
         data.vocab_corpus = _vocab_corpus(cfg, held, data.held_out_removed)
     p = cfg.pruning
@@ -238,12 +240,12 @@ def distinct_sentences(pairs: Dataset) -> list[str]:
 
 
 def _distill_sentences(cfg: TrainConfig, sts_test: Dataset, held: set[str],
-                       removed: dict[str, int]) -> list[str]:
+                       data: JobData) -> list[str]:
     """A seeded sample of the distinct sentences of `phase.distill.sentences_file`, else of the
     training splits (nli_train, sts_train: never a test split), then of each text source of
     `phase.distill.text`; sentences that are also STS test sentences or sentences of an evaluated
     language set (`held`) are left out, so the student never learns targets of what it is scored
-    on. `removed` gets how many distinct sentences the language sets held."""
+    on. `data` gets how many distinct sentences the language sets held, and the mix."""
     stage, d = cfg.phase.distill, cfg.dataset
     if stage.sentences_file is not None:
         path = Path(stage.sentences_file).expanduser()
@@ -253,16 +255,20 @@ def _distill_sentences(cfg: TrainConfig, sts_test: Dataset, held: set[str],
         sentences = _training_sentences(d)
         held_by = "the training splits hold"
     test = {*sts_test["sentence1"], *sts_test["sentence2"]}
-    sources = [(sentences, stage.max_sentences, "phase.distill.max_sentences", held_by)]
-    sources += [(languages.read_text(name), count, f"phase.distill.text.{name}",
+    origin = "file" if stage.sentences_file is not None else "training"
+    sources = [(origin, sentences, stage.max_sentences, "phase.distill.max_sentences", held_by)]
+    sources += [(name, languages.read_text(name), count, f"phase.distill.text.{name}",
                  f"text source '{name}' holds") for name, count in stage.text.items()]
-    chosen: list[str] = []
-    removed["distill"] = 0
-    for texts, count, setting, source in sources:
+    chosen: dict[str, None] = {}
+    data.held_out_removed["distill"] = 0
+    for name, texts, count, setting, source in sources:
         texts, held_count = languages.exclude(texts, held)
-        removed["distill"] += held_count
-        chosen += sample_sentences(texts, count, cfg.seed, test, setting, source)
-    return list(dict.fromkeys(chosen))
+        data.held_out_removed["distill"] += held_count
+        sample = [t for t in sample_sentences(texts, count, cfg.seed, test, setting, source)
+                  if t not in chosen]  # a sentence two sources share counts once, for the first
+        data.distill_mix[name] = len(sample)
+        chosen.update(dict.fromkeys(sample))
+    return list(chosen)
 
 
 def _vocab_corpus(cfg: TrainConfig, held: set[str], removed: dict[str, int]) -> list[str]:
@@ -575,6 +581,7 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
                                                                 lang_teacher)
                 for loaded in sets})
     record({f"data/held_out_removed/{k}": float(v) for k, v in data.held_out_removed.items()})
+    record({f"data/distill_sentences/{k}": float(v) for k, v in data.distill_mix.items()})
 
     # Time the model whole and pruned on the same sentences.
     if cfg.eval.speed_rounds:

@@ -408,6 +408,7 @@ def test_no_sentence_of_an_evaluated_set_reaches_distillation_or_the_vocabulary(
     # Distinct held sentences each text held: distill T3 | E1 T2 A1 | E3 A2; vocab A3 E1 T2 A1
     # E3 A2.
     assert data.held_out_removed == {"distill": 6, "vocab": 6}
+    assert data.distill_mix == {"file": 2, "src": 4, "srcp": 4}  # the stated mix, as drawn
 
 
 def test_a_sampled_text_source_never_samples_a_held_sentence(tiny_bert, tmp_path, text_sources):
@@ -487,6 +488,8 @@ def test_tiny_distill_job_logs_what_the_guard_removed(tiny_bert, tmp_path, text_
                             f"+eval.language_files.agree={agree}"], tmp_path / "job")
     assert metrics["data/held_out_removed/distill"] == 4.0  # 1 of the file, 3 of the source
     assert metrics["train_distill/pairs"] == 4 + 4  # the others of each
+    assert (metrics["data/distill_sentences/file"], metrics["data/distill_sentences/jobsrc"]) \
+        == (4.0, 4.0)
     assert metrics["base_model/agreement/agree/spearman"] == pytest.approx(1.0, abs=1e-12)
     for tag in ("before", "after_distill"):
         assert 0.0 <= metrics[f"{tag}/bitext/pseudo/accuracy"] <= 1.0
