@@ -75,9 +75,9 @@ def plan(cfg: TrainConfig) -> list[int] | None:
         _check_stage("distill", distill)
         for name, count in distill.text.items():
             _check_text(name, f"phase.distill.text.{name}")
-            if count is not None and count < 1:
+            if count is not None and count < 0:
                 raise ConfigError(f"phase.distill.text.{name}={count} is invalid: it must be at "
-                                  "least 1, or null for all of the source")
+                                  "least 0 (0: none of it), or null for all of the source")
     _check_vocab(cfg)
     languages.job_sets(cfg)
     if cfg.export is not ExportBackend.none:
@@ -258,7 +258,8 @@ def _distill_sentences(cfg: TrainConfig, sts_test: Dataset, held: set[str],
     origin = "file" if stage.sentences_file is not None else "training"
     sources = [(origin, sentences, stage.max_sentences, "phase.distill.max_sentences", held_by)]
     sources += [(name, languages.read_text(name), count, f"phase.distill.text.{name}",
-                 f"text source '{name}' holds") for name, count in stage.text.items()]
+                 f"text source '{name}' holds") for name, count in stage.text.items()
+                if count != 0]  # 0: a preset's source left out (~key cannot delete it in a sweep)
     chosen: dict[str, None] = {}
     data.held_out_removed["distill"] = 0
     for name, texts, count, setting, source in sources:

@@ -128,7 +128,7 @@ class DistillConfig:
     # training splits (nli_train and sts_train).
     sentences_file: str | None = None
     # More sentences from the languages' training text (sbert_exp.languages.TEXTS): source ->
-    # how many, a seeded sample (null: all). The mix is these counts plus max_sentences.
+    # how many, a seeded sample (null: all; 0: none). The mix is these counts plus max_sentences.
     text: dict[str, int | None] = field(default_factory=dict)
 
 

@@ -328,8 +328,9 @@ def test_unknown_language_set_in_the_config_fails_before_any_model_loads(tiny_be
 @pytest.mark.parametrize(("overrides", "message"), [
     (["phase=distill", "+phase.distill.text={nope: 5}"],
      r"^phase.distill.text.nope: unknown text source 'nope': choose from hi_news, lo_hi, lo_mr$"),
-    (["phase=distill", "+phase.distill.text.hi_news=0"],
-     r"^phase.distill.text.hi_news=0 is invalid: it must be at least 1, or null for all of the "
+    (["phase=distill", "+phase.distill.text.hi_news=-1"],
+     r"^phase.distill.text.hi_news=-1 is invalid: it must be at least 0 \(0: none of it\), or "
+     r"null for all of the "
      r"source$"),
     (["vocab=corpus", "vocab.text=[hi_news, nope]"],
      r"^vocab.text: unknown text source 'nope': choose from hi_news, lo_hi, lo_mr$"),
@@ -496,3 +497,14 @@ def test_tiny_distill_job_logs_what_the_guard_removed(tiny_bert, tmp_path, text_
         assert -1.0 <= metrics[f"{tag}/agreement/agree/spearman"] <= 1.0
     assert metrics["agreement/agree/spearman"] == \
         metrics["after_distill/agreement/agree/spearman"]
+
+
+def test_a_text_source_at_zero_gives_no_sentence(tiny_bert, tmp_path, text_sources):
+    # How a sweep leaves a preset's source out: `~phase.distill.text.src` fails in a multirun.
+    sentences = _write(tmp_path / "distill.txt", [KEEP[7], KEEP[8]])
+    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path, phase="distill"),
+                      f"phase.distill.sentences_file={sentences}",
+                      "phase.distill.max_sentences=null", "+phase.distill.text.src=0",
+                      *_held_files(tmp_path)])
+    data = check(cfg).data
+    assert data.distill == [KEEP[7], KEEP[8]] and data.distill_mix == {"file": 2}
