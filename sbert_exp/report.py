@@ -264,7 +264,11 @@ def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
     if metric != STS and metric not in langs:
         raise UserError(f"--metric {metric}: no run of the sweep logged it: choose {STS}"
                         + "".join(f", {m}" for m in langs))
-    saved = saved.assign(**{m: num(m) for m in langs})
+    # Each row's base model as it is, on the chosen quality: the level no pruning would give.
+    nan = pd.Series(float("nan"), index=df.index)
+    base = num("base_sts") if metric == STS else (
+        num(f"base_model/{metric}") if f"base_model/{metric}" in df else nan)
+    saved = saved.assign(score_base=base, **{m: num(m) for m in langs})
     parts = [saved]
     exported = num("export_sts").notna() | num("export_disk_mb").notna()
     if exported.any():
@@ -274,18 +278,12 @@ def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
         parts.append(e[SHIP_COLUMNS].assign(
             form=e.export, sts=num("export_sts")[exported], speed=num("export_speedup")[exported],
             mb=num("export_disk_mb")[exported], mb_from="disk", model_dir=folders,
-            _o=2 * e.index + 1,
+            _o=2 * e.index + 1, score_base=base[exported],
             **{m: (num(f"export/{m}")[exported] if f"export/{m}" in df else float("nan"))
                for m in langs}))
     out = pd.concat(parts).sort_values("_o").drop(columns="_o").reset_index(drop=True)
     out["base_pct"] = 100 * out.sts / pd.to_numeric(out.base_sts)
     out["score"] = out.sts if metric == STS else out[metric]
-    base = pd.to_numeric(out.base_sts) if metric == STS else (
-        out.index.map(dict(enumerate(num(f"base_model/{metric}"))).get) if
-        f"base_model/{metric}" in df else float("nan"))
-    # Each row's base model, as it is: what the chosen quality would be with no pruning at all.
-    out["score_base"] = pd.to_numeric(pd.Series(base, index=out.index)) if metric != STS \
-        else pd.to_numeric(out.base_sts)
     out.attrs["metric"] = metric
     return out
 

@@ -532,6 +532,7 @@ def test_metric_chooses_the_front_and_the_model_by_a_language(tmp_path):
     models = report.candidates(df, "bitext/en-hi/accuracy")
     assert models["bitext/en-hi/accuracy"].tolist() == [0.85, 0.84, 0.90, 0.70, 0.88]
     assert models.score.tolist() == [0.85, 0.84, 0.90, 0.70, 0.88]
+    assert models.score_base.tolist() == [0.88] * 5  # each candidate's own base, exports too
     # bottom keep 2 (0.90, 1.9x, 60 MB) dominates top keep 2's model, top keep 3 and the
     # unpruned model; the int8 export stays for its speed and size.
     front = report.pareto_front(models)
