@@ -569,6 +569,8 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
     scores = evaluation.sts_from_embeddings(
         dict(zip(test_sentences, reference.embeddings, strict=True)), data.sts_test)
     record({f"base_model/sts_test/{k}": v for k, v in scores.items()})
+    # The base as it is has a size too: the folder it loads from, for the report's board.
+    record({"base_model/disk_mb": modeling.disk_mb(Path(checked.model_path))})
 
     # The language sets: the teacher's embeddings of their sentences (cached, like the STS
     # reference) are what agreement compares with; they also give the base model's scores.

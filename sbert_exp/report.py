@@ -42,6 +42,7 @@ COLUMNS = {  # report column -> MLflow metric
     "sts_final": "sts_test/spearman_cosine",
     "nli_accuracy": "nli_test/accuracy",
     "base_sts": "base_model/sts_test/spearman_cosine",
+    "base_disk_mb": "base_model/disk_mb",  # the folder the base model loads from, MiB
     "job_s": "time/total_s",
     "vocab_size": "model/vocab_size",
     "size_mb": "model/size_mb",  # the parameters and buffers as loaded (fp32), MiB
@@ -147,7 +148,7 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
             "base": p["base_model.name"], "init": p.get("base_model.init", "pretrained"),
             # Keeping every layer is the unpruned model, whatever the strategy says.
             "strategy": "none" if len(kept) == depth else label,
-            "keep": len(kept), "kept_layers": " ".join(kept),
+            "keep": len(kept), "kept_layers": " ".join(kept), "depth": depth,
             "phase": p.get("phase.name", "-"),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
@@ -235,6 +236,8 @@ def markdown(df: pd.DataFrame) -> str:
 # candidates, each with its own STSb, speed and size (an int8 export scores differently).
 SHIP_COLUMNS = ["base", "init", "strategy", "keep", "kept_layers", "phase", "vocab_size",
                 "base_sts", "run_id", "logged_model"]
+AS_IS = "as_is"  # the form of the reference candidate: the base model as it is, no pruning
+NO_GAIN = (1.05, 0.95)  # a speedup below 1.05x and a size above 95% of the base's: no gain
 # candidate column -> 1: higher is better, -1: lower
 OBJECTIVES = {"score": 1, "speed": 1, "mb": -1}
 
@@ -268,7 +271,8 @@ def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
     nan = pd.Series(float("nan"), index=df.index)
     base = num("base_sts") if metric == STS else (
         num(f"base_model/{metric}") if f"base_model/{metric}" in df else nan)
-    saved = saved.assign(score_base=base, **{m: num(m) for m in langs})
+    base_mb = num("base_disk_mb")
+    saved = saved.assign(score_base=base, base_mb=base_mb, **{m: num(m) for m in langs})
     parts = [saved]
     exported = num("export_sts").notna() | num("export_disk_mb").notna()
     if exported.any():
@@ -278,14 +282,37 @@ def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
         parts.append(e[SHIP_COLUMNS].assign(
             form=e.export, sts=num("export_sts")[exported], speed=num("export_speedup")[exported],
             mb=num("export_disk_mb")[exported], mb_from="disk", model_dir=folders,
-            _o=2 * e.index + 1, score_base=base[exported],
+            _o=2 * e.index + 1, score_base=base[exported], base_mb=base_mb[exported],
             **{m: (num(f"export/{m}")[exported] if f"export/{m}" in df else float("nan"))
                for m in langs}))
+    # The base model as it is, once per base: what a user has without pruning (speedup 1 by
+    # definition; its size, the folder it loads from), on the same board.
+    first = df[num("base_sts").notna()].drop_duplicates("base")
+    if len(first):
+        parts.append(first[SHIP_COLUMNS].assign(
+            form=AS_IS, init="pretrained", strategy="none", keep=first.depth,
+            kept_layers=[" ".join(map(str, range(d))) for d in first.depth], phase="none",
+            vocab_size=float("nan"), run_id=None, logged_model=None,
+            sts=num("base_sts")[first.index], speed=1.0, mb=base_mb[first.index],
+            mb_from="disk", model_dir=None,
+            _o=2 * len(df) + first.index, score_base=base[first.index],
+            base_mb=base_mb[first.index],
+            **{m: (num(f"base_model/{m}")[first.index] if f"base_model/{m}" in df
+                   else float("nan")) for m in langs}))
     out = pd.concat(parts).sort_values("_o").drop(columns="_o").reset_index(drop=True)
     out["base_pct"] = 100 * out.sts / pd.to_numeric(out.base_sts)
     out["score"] = out.sts if metric == STS else out[metric]
     out.attrs["metric"] = metric
     return out
+
+
+def no_gain(df: pd.DataFrame) -> pd.Series:
+    """Trained candidates that score below their base model as it is and gain nothing over it:
+    a speedup under 1.05x and a size of at least 95% of the base's (or the base's size unknown).
+    They are never recommended: the base as it is would be better."""
+    speed, size = NO_GAIN
+    return ((df.form != AS_IS) & (df.score < df.score_base) & (df.speed.fillna(1.0) < speed)
+            & (df.base_mb.isna() | (df.mb >= size * df.base_mb)))
 
 
 def pareto_front(df: pd.DataFrame) -> pd.Series:
@@ -362,7 +389,7 @@ def recommend(df: pd.DataFrame, front: pd.Series, budget: Budget | None = None) 
     front, or tied with one that is. A UserError naming the closest candidate when none meets it.
     """
     budget = budget or Budget()
-    on_front = df[front]
+    on_front = df[front & ~no_gain(df)]
     if not len(on_front):
         raise UserError(f"no run of the sweep has a {metric_label(df)} score to choose a model "
                         "by")
@@ -388,6 +415,8 @@ def _f(x: float | None, fmt: str) -> str:
 
 def describe(row: pd.Series) -> str:
     """`base strategy keep k phase`, with the init when random and the export's backend."""
+    if row.form == AS_IS:
+        return f"{row.base} as it is (the base model: no pruning, no training)"
     text = f"{row.base} {row.strategy} keep {row.keep} {row.phase}"
     if row.init != "pretrained":
         text += f" ({row.init} init)"
@@ -414,6 +443,9 @@ def recommendation_line(row: pd.Series, budget: Budget,
         pct += ")" if metric == "STSb" else f" on {metric})"
     folder = (f"model folder {row.model_dir}" if isinstance(row.model_dir, str)
               else "no model folder (the job saved no model)")
+    if row.form == AS_IS:
+        return (f"recommended ({within}): {describe(row)}: {figures(row)}; nothing the sweep "
+                f"trained beats it: use base_model={row.base} as it is, no pruning needed")
     if registered is not None:
         name, version = registered
         what = "the job's logged model (before export)" if row.form != "model" else "it"

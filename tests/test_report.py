@@ -272,7 +272,8 @@ def test_latest_sweep_skips_sweeps_without_a_finished_job(tmp_path, caplog, caps
 def _frame(rows: list[tuple[float | None, float | None, float | None]]) -> pd.DataFrame:
     """Candidates chosen by STSb: `score` is their `sts`."""
     df = pd.DataFrame(rows, columns=["sts", "speed", "mb"], dtype=float)
-    return df.assign(score=df.sts)
+    return df.assign(score=df.sts, form="model", score_base=float("nan"),
+                     base_mb=float("nan"))
 
 
 @pytest.mark.parametrize(("rows", "front"), [
@@ -328,19 +329,22 @@ def _jobs(folder: Path) -> list[dict]:
 
 def test_candidates_are_saved_models_and_exports(tmp_path):
     models = report.candidates(table(_jobs(tmp_path)))
+    # ... and, last, the base model as it is (its STSb logged by every job; speedup 1).
     assert list(zip(models.strategy, models.keep, models.form, strict=True)) == [
         ("top", 2, "model"), ("top", 2, "onnx_int8"), ("bottom", 2, "model"),
-        ("top", 3, "model"), ("none", 4, "model")]
-    assert models.sts.tolist() == [0.70, 0.69, 0.60, 0.75, 0.80]
-    assert models.speed.tolist() == [1.9, 3.5, 1.9, 1.3, 1.0]
-    # The saved folder's size; without one, the fp32 parameters'.
-    assert models.mb.tolist() == [60.0, 16.0, 60.0, 80.0, 100.0]
-    assert models.mb_from.tolist() == ["disk", "disk", "disk", "params", "disk"]
+        ("top", 3, "model"), ("none", 4, "model"), ("none", 4, "as_is")]
+    assert models.sts.tolist() == [0.70, 0.69, 0.60, 0.75, 0.80, 0.80]
+    assert models.speed.tolist() == [1.9, 3.5, 1.9, 1.3, 1.0, 1.0]
+    # The saved folder's size; without one, the fp32 parameters'; the base's is not logged here.
+    assert models.mb.tolist()[:5] == [60.0, 16.0, 60.0, 80.0, 100.0]
+    assert pd.isna(models.mb.iloc[5])
+    assert models.mb_from.tolist() == ["disk", "disk", "disk", "params", "disk", "disk"]
     assert [d if isinstance(d, str) else None for d in models.model_dir] == [
         str(tmp_path / "1_t2" / "model"), str(tmp_path / "1_t2" / "model_onnx_int8"), None, None,
-        str(tmp_path / "0_u" / "model")]
-    assert models.base_pct.tolist() == pytest.approx([87.5, 86.25, 75.0, 93.75, 100.0])
-    assert report.pareto_front(models).tolist() == [True, True, False, True, True]
+        str(tmp_path / "0_u" / "model"), None]
+    assert models.base_pct.tolist() == pytest.approx([87.5, 86.25, 75.0, 93.75, 100.0, 100.0])
+    # The base without a size counts as the largest: the unpruned run, as good, beats it.
+    assert report.pareto_front(models).tolist() == [True, True, False, True, True, False]
 
 
 @pytest.mark.parametrize(("budget", "chosen"), [
@@ -439,7 +443,7 @@ def test_pareto_plot_rings_the_front_and_circles_the_choice(tmp_path, monkeypatc
     handles, labels = ax.get_legend_handles_labels()
     assert labels == ["all models", "Pareto front", "recommended"]
     points = {label: h.get_offsets().tolist() for h, label in zip(handles, labels, strict=True)}
-    assert len(points["all models"]) == 5
+    assert len(points["all models"]) == 6  # with the base model as it is
     assert points["Pareto front"] == [[1.0, 0.8], [1.3, 0.75], [1.9, 0.7], [3.5, 0.69]]
     assert points["recommended"] == [[3.5, 0.69]]
 
@@ -530,13 +534,13 @@ def test_metric_chooses_the_front_and_the_model_by_a_language(tmp_path):
     by_sts = report.candidates(df)
     assert by_sts.score.tolist() == by_sts.sts.tolist()
     models = report.candidates(df, "bitext/en-hi/accuracy")
-    assert models["bitext/en-hi/accuracy"].tolist() == [0.85, 0.84, 0.90, 0.70, 0.88]
-    assert models.score.tolist() == [0.85, 0.84, 0.90, 0.70, 0.88]
-    assert models.score_base.tolist() == [0.88] * 5  # each candidate's own base, exports too
+    assert models["bitext/en-hi/accuracy"].tolist() == [0.85, 0.84, 0.90, 0.70, 0.88, 0.88]
+    assert models.score.tolist() == [0.85, 0.84, 0.90, 0.70, 0.88, 0.88]
+    assert models.score_base.tolist() == [0.88] * 6  # each candidate's own base, exports too
     # bottom keep 2 (0.90, 1.9x, 60 MB) dominates top keep 2's model, top keep 3 and the
     # unpruned model; the int8 export stays for its speed and size.
     front = report.pareto_front(models)
-    assert front.tolist() == [False, True, True, False, False]
+    assert front.tolist() == [False, True, True, False, False, False]
     row = models.loc[report.recommend(models, front)]
     assert (row.strategy, row.keep, row.form) == ("bottom", 2, "model")
     line = report.recommendation_line(row, report.Budget(), None,
@@ -550,3 +554,27 @@ def test_metric_chooses_the_front_and_the_model_by_a_language(tmp_path):
     md = report.markdown(df).splitlines()
     assert md[0].endswith("| en-hi acc |") and md[2].endswith("| 0.8500 |")
     assert "en-hi acc: bitext/en-hi/accuracy; the base model as it is: m 0.8800." in md
+
+
+def test_the_base_as_it_is_is_on_the_board_and_wins_when_nothing_trained_beats_it(tmp_path):
+    base = {"base_model/disk_mb": 100.0}
+    runs = [_job("t2", "top", "0,1", 0.70, 1.9, disk=60.0),
+            # every layer, trained below the base (0.80) and 4% smaller: no gain worth its cost
+            _job("u", "top", "0,1,2,3", 0.79, 1.0, disk=96.0)]
+    for run in runs:
+        run["metrics"].update(base)
+    models = report.candidates(table(runs))
+    assert list(zip(models.form, models.sts, models.speed, models.mb, strict=True))[-1] == (
+        "as_is", 0.80, 1.0, 100.0)
+    front = report.pareto_front(models)
+    assert front.tolist() == [True, True, True]  # u is smaller than the base: on the front
+    assert report.no_gain(models).tolist() == [False, True, False]
+    row = models.loc[report.recommend(models, front)]
+    assert row.form == "as_is"
+    assert report.recommendation_line(row, report.Budget()) == (
+        "recommended (no budget: the highest STSb): m as it is (the base model: no pruning, no "
+        "training): 0.8000 STSb, 100.0 MB, 1.0x; nothing the sweep trained beats it: use "
+        "base_model=m as it is, no pruning needed")
+    # Within 98 MB the base is out; u fits but scores below it at no gain: never recommended.
+    row = models.loc[report.recommend(models, front, report.Budget(max_mb=98))]
+    assert (row.strategy, row.keep, row.form) == ("top", 2, "model")
