@@ -26,6 +26,7 @@ NLI_STS_METRICS = {
     "model/params_trainable",
     "model/num_layers", "model/size_mb", "model/vocab_size", "model/disk_mb",
     "base_model/sts_test/spearman_cosine", "base_model/sts_test/pearson_cosine",
+    "base_model/disk_mb",
     "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned",
     "train_nli/loss", "train_nli/seconds", "train_nli/pairs", "train_nli/pairs_per_s",
     "train_sts/loss", "train_sts/seconds", "train_sts/pairs", "train_sts/pairs_per_s",
@@ -59,6 +60,9 @@ def test_tiny_job_writes_metrics_and_one_mlflow_run(tiny_bert, tmp_path):
     assert set(on_disk) == NLI_STS_METRICS
     assert on_disk == pytest.approx(metrics)
     assert on_disk["model/num_layers"] == 3
+    from sbert_exp.modeling import disk_mb
+
+    assert on_disk["base_model/disk_mb"] == pytest.approx(disk_mb(tiny_bert))  # what it loads
     assert on_disk["train_nli/pairs"] == 48 and on_disk["train_sts/pairs"] == 32
     assert -1 <= on_disk["sts_test/spearman_cosine"] <= 1
     assert on_disk["sts_test/spearman_cosine"] == on_disk["after_sts/sts_test/spearman_cosine"]
