@@ -54,6 +54,8 @@ COLUMNS = {  # report column -> MLflow metric
 # The language sets' metrics (sbert_exp.languages) are columns of their own, named as logged:
 # bitext/<set>/accuracy, agreement/<set>/spearman, with base_model/ and export/ variants.
 LANGUAGE_PREFIXES = ("bitext/", "agreement/")
+LANGUAGE_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", "export/")
+                         for p in LANGUAGE_PREFIXES)
 STS = "sts"  # --metric's default: STSb test Spearman
 REGISTRY_ALIAS = "recommended"  # the registered version of the model to ship
 # `layers`: explicit pruning.layers; `none`: every layer kept, whatever was asked.
@@ -152,8 +154,7 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
             "phase": p.get("phase.name", "-"),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
-        row.update({k: v for k, v in m.items() if k.startswith(tuple(
-            f"{where}{p}" for where in ("", "base_model/", "export/") for p in LANGUAGE_PREFIXES))})
+        row.update({k: v for k, v in m.items() if k.startswith(LANGUAGE_COLUMNS)})
         row.update(unpruned_sts=score, unpruned_run=reference)
         row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
                    logged_model=run["tags"].get(LOGGED_MODEL_TAG), run_id=run["run_id"])
@@ -473,7 +474,7 @@ def recommendation_record(row: pd.Series, budget: Budget,
 def ship_markdown(df: pd.DataFrame, front: pd.Series, line: str,
                   sweep_dir: Path | None = None) -> str:
     """The "Which model to ship" section: the Pareto front as a table, the recommendation."""
-    langs = [c for c in df.columns if c.startswith(LANGUAGE_PREFIXES)]
+    langs = language_metrics(df)
     head = ["base", "strategy", "keep", "phase", "form", "vocab size", "STSb", "% of base",
             *(short(m) for m in langs), "speedup", "disk MB", "model folder"]
     lines = ["## Which model to ship", "",

@@ -412,20 +412,21 @@ def test_no_sentence_of_an_evaluated_set_reaches_distillation_or_the_vocabulary(
     assert data.distill_mix == {"file": 2, "src": 4, "srcp": 4}  # the stated mix, as drawn
 
 
-def test_a_sampled_text_source_never_samples_a_held_sentence(tiny_bert, tmp_path, text_sources):
+def _file_and_src(tiny_bert, tmp_path, count: int):
+    """A distillation job on two sentences of a file plus `count` of the text source `src`."""
     sentences = _write(tmp_path / "distill.txt", [KEEP[7], KEEP[8]])
-    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path, phase="distill"),
-                      f"phase.distill.sentences_file={sentences}",
-                      "phase.distill.max_sentences=null", "+phase.distill.text.src=4",
-                      *_held_files(tmp_path)])
-    data = check(cfg).data
+    return compose([*tiny_overrides(tiny_bert, tmp_path, phase="distill"),
+                    f"phase.distill.sentences_file={sentences}",
+                    "phase.distill.max_sentences=null", f"+phase.distill.text.src={count}",
+                    *_held_files(tmp_path)])[0]
+
+
+def test_a_sampled_text_source_never_samples_a_held_sentence(tiny_bert, tmp_path, text_sources):
+    data = check(_file_and_src(tiny_bert, tmp_path, 4)).data
     # src holds 4 distinct sentences outside the sets: a sample of 4 is all of them.
     assert sorted(data.distill) == sorted([KEEP[7], KEEP[8], *KEEP[1:5]])
     assert data.held_out_removed == {"distill": 3}
-    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path, phase="distill"),
-                      f"phase.distill.sentences_file={sentences}",
-                      "phase.distill.max_sentences=null", "+phase.distill.text.src=5",
-                      *_held_files(tmp_path)])
+    cfg = _file_and_src(tiny_bert, tmp_path, 5)
     with pytest.raises(ConfigError, match=r"^phase.distill.text.src=5 but text source 'src' "
                                           r"holds 4 distinct sentences"):
         check(cfg)
@@ -501,10 +502,5 @@ def test_tiny_distill_job_logs_what_the_guard_removed(tiny_bert, tmp_path, text_
 
 def test_a_text_source_at_zero_gives_no_sentence(tiny_bert, tmp_path, text_sources):
     # How a sweep leaves a preset's source out: `~phase.distill.text.src` fails in a multirun.
-    sentences = _write(tmp_path / "distill.txt", [KEEP[7], KEEP[8]])
-    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path, phase="distill"),
-                      f"phase.distill.sentences_file={sentences}",
-                      "phase.distill.max_sentences=null", "+phase.distill.text.src=0",
-                      *_held_files(tmp_path)])
-    data = check(cfg).data
+    data = check(_file_and_src(tiny_bert, tmp_path, 0)).data
     assert data.distill == [KEEP[7], KEEP[8]] and data.distill_mix == {"file": 2}
