@@ -631,7 +631,7 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         eval_sts("before", 0)
     if nli is not None:
         classifier, result = training.train_nli(model, data.nli_train, nli,
-                                                cfg.dataset.num_labels, cfg.seed)
+                                                cfg.dataset.num_labels, cfg.seed, run.log_metrics)
         record(result.metrics("nli"))
         if data.nli_test is not None:
             acc = evaluation.nli_accuracy(model, classifier, data.nli_test, bs)
@@ -639,12 +639,13 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
         if every or (distill is None and sts is None):
             eval_sts("after_nli", 1)
     if distill is not None:
-        result = training.train_distill(model, data.distill, targets, distill, cfg.seed)
+        result = training.train_distill(model, data.distill, targets, distill, cfg.seed,
+                                        run.log_metrics)
         record(result.metrics("distill"))
         if every or sts is None:
             eval_sts("after_distill", 2)
     if sts is not None:
-        result = training.train_sts(model, data.sts_train, sts, cfg.seed)
+        result = training.train_sts(model, data.sts_train, sts, cfg.seed, run.log_metrics)
         record(result.metrics("sts"))
         eval_sts("after_sts", 3)
 

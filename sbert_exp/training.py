@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +48,34 @@ def _column_prompts(model) -> dict[str, str] | None:
     return dict.fromkeys(("sentence1", "sentence2", "sentence"), prompt) if prompt else None
 
 
+OnLog = Callable[[dict[str, float], int], None]  # metrics, optimizer step
+
+
+def _progress(name: str, on_log: OnLog, batch_size: int):
+    """A trainer callback that hands the running loss and the examples per second of each
+    logging interval to `on_log`, as `train_<name>/step_loss` and
+    `train_<name>/step_examples_per_s` at the optimizer step: MLflow shows their history while
+    the stage runs."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.last = (0, time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            step, now = state.global_step, time.perf_counter()
+            rate = (step - self.last[0]) * batch_size / max(now - self.last[1], 1e-9)
+            self.last = (step, now)
+            on_log({f"train_{name}/step_loss": float(logs["loss"]),
+                    f"train_{name}/step_examples_per_s": rate}, step)
+
+    return Progress()
+
+
 def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillConfig,
-           seed: int) -> StageResult:
+           seed: int, name: str = "", on_log: OnLog | None = None) -> StageResult:
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
@@ -78,7 +104,9 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillC
             fp16=mixed == "fp16",
             use_cpu=not on_cuda,
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss)
+        callbacks = [] if on_log is None else [_progress(name, on_log, stage.batch_size)]
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss,
+                                             callbacks=callbacks)
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
@@ -87,18 +115,19 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillC
 
 
 def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int,
-              seed: int) -> tuple[nn.Linear, StageResult]:
+              seed: int, on_log: OnLog | None = None) -> tuple[nn.Linear, StageResult]:
     """SoftmaxLoss over (u, v, |u - v|), as in SBERT; returns the trained classifier head."""
     from sentence_transformers.sentence_transformer.losses import SoftmaxLoss
 
     torch.manual_seed(seed)  # the classifier head is initialised here
     loss = SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(),
                        num_labels=num_labels)
-    result = _train(model, loss, pairs, stage, seed)
+    result = _train(model, loss, pairs, stage, seed, "nli", on_log)
     return loss.classifier, result
 
 
-def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int) -> StageResult:
+def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int,
+              on_log: OnLog | None = None) -> StageResult:
     """The stage's loss on gold scores already scaled to 0..1: CosineSimilarityLoss (SBERT's
     regression of the cosine onto the score) or CoSENTLoss (only the order of the pairs'
     cosines counts, which leaves a sentence-tuned model's cosine scale alone)."""
@@ -108,17 +137,18 @@ def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int) -> StageR
     )
 
     loss = CoSENTLoss(model) if stage.loss is StsLoss.cosent else CosineSimilarityLoss(model)
-    return _train(model, loss, pairs, stage, seed)
+    return _train(model, loss, pairs, stage, seed, "sts", on_log)
 
 
 def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: DistillConfig,
-                  seed: int) -> StageResult:
+                  seed: int, on_log: OnLog | None = None) -> StageResult:
     """MSELoss between the student's embeddings of `sentences` and `targets`, the teacher's
     embeddings of the same sentences (sentence-transformers' layer-reduction distillation)."""
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     if len(sentences) != len(targets):
         raise ValueError(f"{len(sentences)} sentences but {len(targets)} teacher embeddings")
+    # From the array itself: a list of Python floats would hold 150,000 x 384 objects.
     data = Dataset.from_dict({"sentence": list(sentences),
-                              "label": np.asarray(targets, dtype=np.float32).tolist()})
-    return _train(model, MSELoss(model), data, stage, seed)
+                              "label": np.asarray(targets, dtype=np.float32)})
+    return _train(model, MSELoss(model), data, stage, seed, "distill", on_log)

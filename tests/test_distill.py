@@ -69,10 +69,17 @@ def _teacher_lines(caplog) -> list[str]:
                      .split(" (")) for r in caplog.records if r.name == "sbert_exp.teacher"]
 
 
-def _targets(cache: Path, count: int) -> np.ndarray:
-    """The cached teacher embeddings of the `count` distillation sentences."""
-    [found] = [a for a in map(np.load, sorted(cache.glob("*.npy"))) if len(a) == count]
-    return found
+def _store(cache: Path) -> teacher.Store:
+    """The test's one teacher store (one base model: one teacher)."""
+    [folder] = [p for p in cache.iterdir() if p.is_dir()]
+    return teacher.Store(folder)
+
+
+def _targets(cache: Path, sentences: list[str]) -> np.ndarray:
+    """The stored teacher embeddings of `sentences`."""
+    store = _store(cache)
+    index = store.index()
+    return store.read([index[teacher.sentence_digest(s)] for s in sentences])
 
 
 # ------------------------------------------------------------------ composition
@@ -157,7 +164,7 @@ def test_distillation_moves_the_pruned_student_to_the_teacher(tiny_bert, tmp_pat
 
     cfg, _ = compose([*_overrides(tiny_bert, tmp_path), "pruning.keep=3"])
     sentences = load_data(cfg).distill
-    targets = _targets(cache, len(sentences))
+    targets = _targets(cache, sentences)
     full = modeling.load_base(cfg.base_model, "cpu", str(tiny_bert))
     np.testing.assert_allclose(full.encode(sentences, batch_size=64), targets, atol=1e-5)
     # The student's MSE to the teacher on the distillation sentences drops.
@@ -194,7 +201,11 @@ def test_teacher_is_encoded_once_per_sentence_set_whatever_the_keep_and_init(
     assert inits == ["random", "pretrained", "pretrained", "pretrained"]  # the second student
     assert _teacher_lines(caplog) == [*computed, "read from the cache distillation",
                                       "read from the cache STS test reference"]
-    assert len(list(cache.glob("*.npy"))) == len(list(cache.glob("*.json"))) == 2
+    # One store, one row per distinct sentence of both sets.
+    test = load_split(compose(random_job)[0].dataset.sts_test, "sts", "sts_test")
+    distinct = {*load_data(compose(random_job)[0]).distill, *test["sentence1"],
+                *test["sentence2"]}
+    assert len(_store(cache).index()) == len(distinct)
 
     # The random-init student learnt the pretrained teacher's embeddings.
     from sentence_transformers import SentenceTransformer
@@ -202,7 +213,7 @@ def test_teacher_is_encoded_once_per_sentence_set_whatever_the_keep_and_init(
     monkeypatch.setattr(modeling, "load_base", load_base)
     cfg, _ = compose(random_job)
     sentences = load_data(cfg).distill
-    targets = _targets(cache, len(sentences))
+    targets = _targets(cache, sentences)
     full = modeling.load_base(compose(_overrides(tiny_bert, tmp_path))[0].base_model, "cpu",
                               str(tiny_bert))
     np.testing.assert_allclose(full.encode(sentences, batch_size=64), targets, atol=1e-5)
@@ -357,3 +368,23 @@ def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
                                           "m: base model, no training"]
     assert lines["phase=sts"] == ["m, pretrained: top removed", "m: base model, no training"]
     assert list(panels["quality_vs_speedup.png"]) == list(lines)
+
+
+def test_the_stage_hands_its_running_loss_to_the_tracker_while_it_trains(tiny_bert, tmp_path):
+    """Every 50 optimizer steps: the running loss and the sentences per second, at that step."""
+    from sbert_exp import training
+
+    cfg, _ = compose([*_overrides(tiny_bert, tmp_path), "phase.distill.batch_size=4"])
+    sentences = load_data(cfg).distill[:240]
+    full = modeling.load_base(cfg.base_model, "cpu", str(tiny_bert))
+    targets = full.encode(sentences, batch_size=64)
+    logged = []
+    result = training.train_distill(_student(cfg, [0, 1, 2]), sentences, targets,
+                                    cfg.phase.distill, cfg.seed,
+                                    lambda m, step: logged.append((step, m)))
+    assert result.steps == 60
+    assert [step for step, _ in logged] == [50]
+    [(_, metrics)] = logged
+    assert set(metrics) == {"train_distill/step_loss", "train_distill/step_examples_per_s"}
+    assert 0 < metrics["train_distill/step_loss"] < 10 and metrics[
+        "train_distill/step_examples_per_s"] > 0
