@@ -15,7 +15,17 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from sbert_exp import evaluation, export, languages, modeling, selection, teacher, training, vocab
+from sbert_exp import (
+    evaluation,
+    export,
+    languages,
+    modeling,
+    references,
+    selection,
+    teacher,
+    training,
+    vocab,
+)
 from sbert_exp.atomic import atomic_dir, write_text
 from sbert_exp.data import load_split, read_sentences, resolve_path, sample_sentences, subsample
 from sbert_exp.errors import ConfigError
@@ -303,6 +313,7 @@ class Checked:
     model_path: str
     data: JobData
     fingerprint: Fingerprint
+    references: list[references.Reference] = dataclasses.field(default_factory=list)
 
 
 def check(cfg: TrainConfig) -> Checked:
@@ -312,6 +323,7 @@ def check(cfg: TrainConfig) -> Checked:
     its MLflow run opens.
     """
     kept = plan(cfg)
+    refs = references.plan(cfg)
     device = modeling.resolve_device(cfg.device)
     model_path = modeling.locate(cfg.base_model)
     modeling.check_depth(cfg.base_model, model_path)
@@ -319,7 +331,7 @@ def check(cfg: TrainConfig) -> Checked:
         vocab.check_files(Path(model_path))
     data = load_data(cfg)
     return Checked(kept=kept, device=device, model_path=model_path, data=data,
-                   fingerprint=fingerprint(cfg, kept, device, model_path))
+                   fingerprint=fingerprint(cfg, kept, device, model_path), references=refs)
 
 
 def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
@@ -338,10 +350,20 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
     started = time.perf_counter()
     # 1. Check the config, the model's files and every data split: cheap, and before any load.
     checked = check(cfg)
-    kept, fp = checked.kept, checked.fingerprint
     tracker = Tracker(cfg.tracking)
     if parent_run_id is None:
         tracker.end_dead_runs()  # a sweep does this once, before its jobs
+    metrics = _run(cfg, checked, tracker, output_dir, params, tags, parent_run_id, lock_dir, job,
+                   started)
+    for ref in checked.references:
+        _reference(cfg, checked, tracker, ref, params, parent_run_id, lock_dir)
+    return metrics
+
+
+def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
+         params: dict[str, str], tags: dict[str, str] | None, parent_run_id: str | None,
+         lock_dir: Path | None, job: int | None, started: float) -> dict[str, float]:
+    kept, fp = checked.kept, checked.fingerprint
     run_name = "-".join([cfg.base_model.name, *pruning_label(
         cfg.pruning.keep, cfg.pruning.strategy, cfg.pruning.layers)])
     if cfg.base_model.init is Init.random:
@@ -389,6 +411,46 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
             run.log_params(params)
             run.log_datasets(_datasets(cfg, fp))
             return _train_and_evaluate(cfg, checked, output_dir, run, started)
+
+
+def _reference(cfg: TrainConfig, checked: Checked, tracker: Tracker, ref: references.Reference,
+               params: dict[str, str], parent_run_id: str | None,
+               lock_dir: Path | None) -> None:
+    """One reference run of this base model in this sweep (none if the sweep has it already):
+    reused from a finished run with the same key whose folder is still there, else measured."""
+    key = references.key(ref, checked.fingerprint.parts, cfg)
+    tags = {CONFIG_KEY_TAG: key, references.REFERENCE_TAG: ref.form}
+    name = f"{cfg.base_model.name}-reference-{ref.name}"
+    ref_params = {k: v for k, v in params.items() if k.startswith(("base_model.", "eval."))}
+    ref_params.update({"reference.name": ref.name, "reference.form": ref.form,
+                       "reference.label": ref.label(cfg.base_model.name)})
+    with _config_lock(lock_dir, key):
+        if parent_run_id is not None and tracker.find_finished(key, parent_run_id):
+            return
+        previous = [] if cfg.force else [
+            r for r in tracker.find_finished(key)
+            if r.model_dir and Path(r.model_dir).exists()]
+        if previous:
+            log.info("reference %s: reusing finished run %s", ref.name, previous[0].run_id)
+            with tracker.run(name, tags={**tags, REUSED_TAG: previous[0].run_id,
+                                         MODEL_DIR_TAG: previous[0].model_dir},
+                             parent_run_id=parent_run_id) as run:
+                run.log_params(ref_params)
+                run.log_metrics(previous[0].metrics)
+            return
+        bs = eval_batch_size(cfg.eval.batch_size, "cpu")
+        lang_teacher = {}
+        if checked.data.languages:
+            sentences = list(dict.fromkeys(s for loaded in checked.data.languages
+                                           for s in loaded.sentences))
+            found = teacher.embeddings(cfg.base_model, checked.model_path, checked.device,
+                                       sentences, bs, purpose="language sets").embeddings
+            lang_teacher = dict(zip(sentences, found, strict=True))
+        with tracker.run(name, tags=tags, parent_run_id=parent_run_id) as run:
+            run.log_params(ref_params)
+            metrics, model_dir = references.run(ref, cfg, checked, bs, lang_teacher)
+            run.set_tags({MODEL_DIR_TAG: str(model_dir.resolve())})
+            run.log_metrics(metrics)
 
 
 SPLIT_CONTEXT = {"nli_train": "training", "sts_train": "training", "sts_dev": "validation",

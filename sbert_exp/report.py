@@ -17,6 +17,7 @@ import pandas as pd
 
 from sbert_exp.errors import UserError
 from sbert_exp.pruning import pruning_label
+from sbert_exp.references import ADVICE, REFERENCE_TAG
 from sbert_exp.sweeper import SWEEP_FILE, read_sweep_file
 from sbert_exp.tracking import (
     CONFIG_KEY_TAG,
@@ -127,6 +128,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
     """
     rows: list[dict] = []
     references: dict[str, tuple[float | None, str]] = {}
+    runs, others = ([r for r in group if REFERENCE_TAG not in r["tags"]]
+                    for group in (runs, others))
     for own, group in ((False, others), (True, runs)):
         for run in group:
             if run["status"] == "FINISHED" and is_unpruned_reference(run["params"]):
@@ -243,10 +246,30 @@ NO_GAIN = (1.05, 0.95)  # a speedup below 1.05x and a size above 95% of the base
 OBJECTIVES = {"score": 1, "speed": 1, "mb": -1}
 
 
-def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
+def reference_runs(runs: Sequence[dict]) -> pd.DataFrame:
+    """One row per reference run of the sweep (`references=[...]`; see sbert_exp.references):
+    its base model, name, form and final metrics (STSb `sts`, `speed`, `mb`, language ones)."""
+    rows = []
+    for run in runs:
+        if run["status"] != "FINISHED" or REFERENCE_TAG not in run["tags"]:
+            continue
+        p, m = run["params"], run["metrics"]
+        rows.append({"base": p["base_model.name"], "name": p["reference.name"],
+                     "ref_form": p["reference.form"], "label": p["reference.label"],
+                     "sts": m.get(COLUMNS["sts_final"]), "speed": m.get(COLUMNS["speedup"]),
+                     "mb": m.get(COLUMNS["disk_mb"]), "model_dir": run["tags"].get(MODEL_DIR_TAG),
+                     "run_id": run["tags"].get(REUSED_TAG, run["run_id"]),
+                     **{k: v for k, v in m.items() if k.startswith(LANGUAGE_PREFIXES)}})
+    return pd.DataFrame(rows).drop_duplicates(["base", "name"]) if rows else pd.DataFrame()
+
+
+def candidates(df: pd.DataFrame, metric: str = STS,
+               refs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The models a sweep's rows offer to ship, with STSb `sts`, encode speedup `speed`, size `mb`,
     each language metric, and `score`: the quality they are chosen by (`metric`: STSb, or a
     language metric such as bitext/en-hi/accuracy; `score_base`, the base model's).
+    `reference`: True for what a user could ship instead, the base as it is and each of `refs`
+    (`reference_runs`), whose `form` is the reference's name.
 
     Each row gives its saved model (`form` "model": `sts_final`, `speedup`, `disk_mb`, or the fp32
     parameter size `size_mb` where the job saved no model, `mb_from` "params") and, where the job
@@ -300,11 +323,39 @@ def candidates(df: pd.DataFrame, metric: str = STS) -> pd.DataFrame:
             base_mb=base_mb[first.index],
             **{m: (num(f"base_model/{m}")[first.index] if f"base_model/{m}" in df
                    else float("nan")) for m in langs}))
+    # What a user could ship instead (`references=[...]`), beside the base it replaces.
+    rows = []
+    for i, (_, r) in enumerate((refs if refs is not None else pd.DataFrame()).iterrows()):
+        at = first.index[first.base == r.base]
+        if not len(at):
+            continue  # no job of the sweep on that base
+        j = at[0]
+        rows.append({
+            "base": r.base, "init": "pretrained", "strategy": "none", "keep": first.depth[j],
+            "kept_layers": "", "phase": "none", "vocab_size": float("nan"),
+            "base_sts": first.base_sts[j], "run_id": r.run_id, "logged_model": None,
+            "form": r["name"], "ref_form": r.ref_form, "label": r.label, "sts": r.sts,
+            "speed": r.speed, "mb": r.mb, "mb_from": "disk", "model_dir": r.model_dir,
+            "_o": 4 * len(df) + i, "score_base": base[j], "base_mb": base_mb[j],
+            **{m: r.get(m, float("nan")) for m in langs}})
+    if rows:
+        parts.append(pd.DataFrame(rows))
     out = pd.concat(parts).sort_values("_o").drop(columns="_o").reset_index(drop=True)
+    if "ref_form" not in out:
+        out["ref_form"] = None
+    for column in ("sts", "speed", "mb", "score_base", "base_mb", *langs):
+        out[column] = pd.to_numeric(out[column])
+    out["reference"] = out.form.eq(AS_IS) | out.ref_form.notna()
     out["base_pct"] = 100 * out.sts / pd.to_numeric(out.base_sts)
     out["score"] = out.sts if metric == STS else out[metric]
     out.attrs["metric"] = metric
     return out
+
+
+def is_reference(df: pd.DataFrame) -> pd.Series:
+    """The candidates a user could ship instead of a trained one (the base as it is, and the
+    `references=[...]` runs)."""
+    return df["reference"] if "reference" in df else df.form.eq(AS_IS)
 
 
 def no_gain(df: pd.DataFrame) -> pd.Series:
@@ -312,7 +363,7 @@ def no_gain(df: pd.DataFrame) -> pd.Series:
     a speedup under 1.05x and a size of at least 95% of the base's (or the base's size unknown).
     They are never recommended: the base as it is would be better."""
     speed, size = NO_GAIN
-    return ((df.form != AS_IS) & (df.score < df.score_base) & (df.speed.fillna(1.0) < speed)
+    return (~is_reference(df) & (df.score < df.score_base) & (df.speed.fillna(1.0) < speed)
             & (df.base_mb.isna() | (df.mb >= size * df.base_mb)))
 
 
@@ -418,6 +469,8 @@ def describe(row: pd.Series) -> str:
     """`base strategy keep k phase`, with the init when random and the export's backend."""
     if row.form == AS_IS:
         return f"{row.base} as it is (the base model: no pruning, no training)"
+    if row.get("reference", False):
+        return row.label
     text = f"{row.base} {row.strategy} keep {row.keep} {row.phase}"
     if row.init != "pretrained":
         text += f" ({row.init} init)"
@@ -444,9 +497,13 @@ def recommendation_line(row: pd.Series, budget: Budget,
         pct += ")" if metric == "STSb" else f" on {metric})"
     folder = (f"model folder {row.model_dir}" if isinstance(row.model_dir, str)
               else "no model folder (the job saved no model)")
-    if row.form == AS_IS:
-        return (f"recommended ({within}): {describe(row)}: {figures(row)}; nothing the sweep "
-                f"trained beats it: use base_model={row.base} as it is, no pruning needed")
+    if row.get("reference", row.form == AS_IS):
+        form = AS_IS if row.form == AS_IS else row.ref_form
+        advice = ADVICE[form].format(base=row.base, peer=row.form)
+        folder = f"; model folder {row.model_dir}" if isinstance(row.model_dir, str) else ""
+        return (f"recommended ({within}): {describe(row)}: {figures(row)}; no model the sweep "
+                f"trained scores higher{' within the budget' if budget.flags() else ''}: "
+                f"{advice}{folder}")
     if registered is not None:
         name, version = registered
         what = "the job's logged model (before export)" if row.form != "model" else "it"
@@ -489,10 +546,23 @@ def ship_markdown(df: pd.DataFrame, front: pd.Series, line: str,
     for _, r in df[front].iterrows():
         strategy = r.strategy if r.init == "pretrained" else f"{r.strategy} ({r.init} init)"
         mb = _f(r.mb, ".1f") + (" (params)" if r.mb_from == "params" else "")
-        cells = [r.base, strategy, str(r.keep), r.phase, r.form, _f(r.vocab_size, ".0f"),
+        form = f"{r.form} (reference)" if r.get("reference", r.form == AS_IS) else r.form
+        cells = [r.base, strategy, str(r.keep), r.phase, form, _f(r.vocab_size, ".0f"),
                  _f(r.sts, ".4f"), _f(r.base_pct, ".1f"), *(_f(r[m], ".4f") for m in langs),
                  _f(r.speed, ".2f") + "x", mb, _folder(r.model_dir, sweep_dir)]
         lines.append("| " + " | ".join(cells) + " |")
+    refs = df[is_reference(df)]
+    if len(refs) > 1:  # more than the base as it is: every reference, on the front or not
+        head = ["reference", "STSb", "% of base", *(short(m) for m in langs), "speedup",
+                "disk MB", "on the front"]
+        lines += ["", "What a user could ship instead, measured like the sweep's models "
+                  "(references=[...]; speedup against the same unpruned fp32 model):", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, r in refs.iterrows():
+            cells = [describe(r), _f(r.sts, ".4f"), _f(r.base_pct, ".1f"),
+                     *(_f(r[m], ".4f") for m in langs), _f(r.speed, ".2f") + "x",
+                     _f(r.mb, ".1f"), "yes" if front[i] else "no"]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", line]
     return "\n".join(lines) + "\n"
 
@@ -630,10 +700,17 @@ def plot_pareto(df: pd.DataFrame, front: pd.Series, chosen: int, path: Path) -> 
     ax.plot(on.speed, on.score, ":", color="black", linewidth=1, zorder=1)
     ax.scatter(on.speed, on.score, s=70, edgecolors="black", linewidths=1.2, zorder=2,
                label="Pareto front", **colour)
-    for r in on.itertuples():  # the base and phase only where the sweep has several
-        text = " ".join([*([r.base] if df.base.nunique() > 1 else []), f"{r.strategy} {r.keep}L",
-                         *([r.phase] if df.phase.nunique() > 1 else []),
-                         *([] if r.form == "model" else [r.form])])
+    refs = drawn[is_reference(drawn)]
+    ax.scatter(refs.speed, refs.score, s=120, marker="X", facecolors="none", edgecolors="black",
+               linewidths=1, zorder=2, label="references (what you could ship instead)")
+    for _, r in pd.concat([on, refs[~front[refs.index]]]).iterrows():
+        # The base and phase only where the sweep has several.
+        text = (describe(r).removesuffix(" (reference)").split(" (")[0] if r.form == AS_IS
+                or r.get("reference", False) else
+                " ".join([*([r.base] if df.base.nunique() > 1 else []),
+                          f"{r.strategy} {r.keep}L",
+                          *([r.phase] if df.phase.nunique() > 1 else []),
+                          *([] if r.form == "model" else [r.form])]))
         ax.annotate(text, (r.speed, r.score), fontsize=7, xytext=(5, 3), textcoords="offset points")
     if chosen in drawn.index:
         ax.scatter(drawn.speed[chosen], drawn.score[chosen], s=380, facecolors="none",
@@ -784,10 +861,11 @@ def write_report(sweep_dir: Path, budget: Budget | None = None,
     uri, parent = info["tracking_uri"], info["parent_run_id"]
     runs = child_runs(uri, parent)
     df = table(runs)
+    refs = reference_runs(runs)
     lacking = sorted(set(df.base[df.unpruned_sts.isna()]))
     if lacking:  # look for the unpruned references in earlier runs of the experiment
         df = table(runs, finished_runs_of(uri, parent, lacking))
-    models = candidates(df, metric)
+    models = candidates(df, metric, refs)
     front = pareto_front(models)
     chosen = recommend(models, front, budget)
     row = models.loc[chosen]

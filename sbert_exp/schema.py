@@ -255,6 +255,9 @@ class TrainConfig:
     export: ExportBackend = ExportBackend.none
     # Rerun a job even when a finished run with the same effective config exists.
     force: bool = False
+    # What a user could ship instead, measured beside the jobs once per base model
+    # (sbert_exp.references): int8, trimmed, trimmed_int8, static, static_<dims>, a base model.
+    references: list[str] = field(default_factory=list)
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:

@@ -30,12 +30,13 @@ WORDS = (
 
 @pytest.fixture(autouse=True)
 def _teacher_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
-    """Teacher embeddings of the tests' models go to the session's temp dir, not the user's
-    cache (every job encodes the STS test reference through it)."""
-    from sbert_exp import teacher
+    """Teacher embeddings and reference models of the tests' models go to the session's temp
+    dir, not the user's cache (every job encodes the STS test reference through it)."""
+    from sbert_exp import references, teacher
 
-    root = tmp_path_factory.getbasetemp() / "teacher_embeddings"
-    monkeypatch.setattr(teacher, "cache_root", lambda: root)
+    root = tmp_path_factory.getbasetemp()
+    monkeypatch.setattr(teacher, "cache_root", lambda: root / "teacher_embeddings")
+    monkeypatch.setattr(references, "cache_root", lambda: root / "references")
 
 
 @pytest.fixture(scope="session")

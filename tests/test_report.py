@@ -441,9 +441,11 @@ def test_pareto_plot_rings_the_front_and_circles_the_choice(tmp_path, monkeypatc
     report.plot_pareto(models, front, 1, tmp_path / "pareto.png")
     ax = drawn["fig"].axes[0]
     handles, labels = ax.get_legend_handles_labels()
-    assert labels == ["all models", "Pareto front", "recommended"]
+    refs = "references (what you could ship instead)"
+    assert labels == ["all models", "Pareto front", refs, "recommended"]
     points = {label: h.get_offsets().tolist() for h, label in zip(handles, labels, strict=True)}
     assert len(points["all models"]) == 6  # with the base model as it is
+    assert points[refs] == [[1.0, 0.8]]  # the base model as it is, marked
     assert points["Pareto front"] == [[1.0, 0.8], [1.3, 0.75], [1.9, 0.7], [3.5, 0.69]]
     assert points["recommended"] == [[3.5, 0.69]]
 
@@ -573,7 +575,7 @@ def test_the_base_as_it_is_is_on_the_board_and_wins_when_nothing_trained_beats_i
     assert row.form == "as_is"
     assert report.recommendation_line(row, report.Budget()) == (
         "recommended (no budget: the highest STSb): m as it is (the base model: no pruning, no "
-        "training): 0.8000 STSb, 100.0 MB, 1.0x; nothing the sweep trained beats it: use "
+        "training): 0.8000 STSb, 100.0 MB, 1.0x; no model the sweep trained scores higher: use "
         "base_model=m as it is, no pruning needed")
     # Within 98 MB the base is out; u fits but scores below it at no gain: never recommended.
     row = models.loc[report.recommend(models, front, report.Budget(max_mb=98))]

@@ -1,0 +1,171 @@
+"""What a user could ship instead: reference runs beside a sweep's jobs, on the report's board."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import compose, tiny_overrides
+from sbert_exp import references, report
+from sbert_exp.errors import ConfigError
+from sbert_exp.pipeline import check, run_job
+from sbert_exp.sweeper import SWEEP_FILE
+from sbert_exp.tracking import CONFIG_KEY_TAG, PARENT_TAG, REUSED_TAG, flatten
+
+# ------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize(("name", "form", "dims"), [
+    ("as_is", "as_is", None), ("int8", "int8", None), ("trimmed", "trimmed", None),
+    ("trimmed_int8", "trimmed_int8", None), ("static", "static", 256),
+    ("static_64", "static", 64), ("minilm_l6", "peer", None),
+])
+def test_reference_names(name, form, dims):
+    ref = references.parse(name)
+    assert (ref.form, ref.dims) == (form, dims)
+    if form == "peer":
+        assert (ref.peer.name, ref.peer.num_layers, ref.peer.location) == ("minilm_l6", 6,
+                                                                            "minilm_l6")
+        assert ref.label("e5_small") == "minilm_l6 (reference)"
+    else:
+        assert ref.label("e5_small") == f"e5_small {name} (reference)"
+
+
+@pytest.mark.parametrize(("name", "error"), [
+    ("int4", "references: unknown reference 'int4': choose from as_is, int8, trimmed, "
+             "trimmed_int8, static, static_<dims>, or a base model (bert_base, e5_small, "
+             "hindbert_v2, mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, "
+             "muril)"),
+    ("static_1", "references: static_1 asks for 1 dimensions: use at least 2"),
+])
+def test_an_unknown_reference_is_one_line_before_any_model_loads(tiny_bert, tmp_path, name,
+                                                                   error):
+    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path), f"references=[int8,{name}]"])
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert str(e.value) == error
+
+
+def test_a_static_reference_without_model2vec_says_how_to_install_it(tiny_bert, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr(references, "_model2vec_missing", lambda: True)
+    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path), "references=[static]"])
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert str(e.value) == ("references: static needs model2vec: pip install "
+                            "'sbert_exp[static]', or leave it out")
+
+
+def test_references_leave_the_jobs_key_alone(tiny_bert, tmp_path):
+    plain = check(compose(tiny_overrides(tiny_bert, tmp_path))[0]).fingerprint.key
+    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path), "references=[int8]"])
+    assert check(cfg).fingerprint.key == plain
+
+
+# ------------------------------------------------------------------ a sweep with references
+
+
+def _sweep(tiny_bert: Path, tmp_path: Path, name: str, keeps: list[int]) -> Path:
+    """Jobs of one sweep (a parent run and its sweep.json), run in this process."""
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = tmp_path / name
+    folder.mkdir()
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tests")
+    experiment_id = (experiment.experiment_id if experiment else
+                     client.create_experiment("tests", (tmp_path / "artifacts").as_uri()))
+    parent = client.create_run(experiment_id).info.run_id
+    (folder / SWEEP_FILE).write_text(json.dumps({"tracking_uri": uri, "parent_run_id": parent,
+                                                 "experiment": "tests"}))
+    for job, keep in enumerate(keeps):
+        cfg, dict_cfg = compose([*tiny_overrides(tiny_bert, tmp_path, phase="sts"),
+                                 f"pruning.keep={keep}",
+                                 "references=[as_is,int8,trimmed,static_16]"])
+        out = folder / str(job)
+        out.mkdir()
+        run_job(cfg, out, flatten(OmegaConf.to_container(dict_cfg, resolve=True)),
+                tags={PARENT_TAG: parent}, parent_run_id=parent, lock_dir=folder, job=job)
+    client.set_terminated(parent)
+    return folder
+
+
+def test_references_are_measured_once_a_sweep_and_stand_on_the_board(tiny_bert, tmp_path):
+    folder = _sweep(tiny_bert, tmp_path, "first", [2, 3])
+    info = json.loads((folder / SWEEP_FILE).read_text())
+    runs = report.child_runs(info["tracking_uri"], info["parent_run_id"])
+    refs = [r for r in runs if references.REFERENCE_TAG in r["tags"]]
+    # One run per reference (as_is is every job's base_model/ metrics), not one per job.
+    assert sorted(r["params"]["reference.name"] for r in refs) == ["int8", "static_16", "trimmed"]
+    assert len(runs) == 2 + 3
+    by = {r["params"]["reference.name"]: r["metrics"] for r in refs}
+    base = next(r for r in runs if references.REFERENCE_TAG not in r["tags"])["metrics"]
+    base_sts = base["base_model/sts_test/spearman_cosine"]
+    # Quantized or trimmed, the base scores as the base does; static embeddings do not.
+    assert by["int8"]["sts_test/spearman_cosine"] == pytest.approx(base_sts, abs=0.02)
+    assert by["trimmed"]["sts_test/spearman_cosine"] == pytest.approx(base_sts, abs=0.01)
+    assert abs(by["static_16"]["sts_test/spearman_cosine"] - base_sts) > 1e-3
+    assert by["trimmed"]["model/disk_mb"] < base["base_model/disk_mb"]
+    assert by["static_16"]["model/disk_mb"] < by["trimmed"]["model/disk_mb"]
+    assert all(m["speed/speedup_vs_unpruned"] > 0 for m in by.values())
+
+    written = report.write_report(folder)
+    md = (folder / "report.md").read_text()
+    assert "What a user could ship instead" in md
+    for name in ("int8", "trimmed", "static_16"):
+        assert f"| tiny_bert {name} (reference) | {by[name]['sts_test/spearman_cosine']:.4f} |" \
+            in md
+    # The main table holds the jobs only.
+    assert len(pd.read_csv(folder / "report.csv")) == 2
+    chosen = json.loads((folder / "recommendation.json").read_text())
+    assert chosen["sts"] == pytest.approx(max(
+        [base_sts, *(m["sts_test/spearman_cosine"] for m in by.values()),
+         *pd.read_csv(folder / "report.csv").sts_final]))
+    if chosen["reference"]:
+        assert "no model the sweep trained scores higher" in written.recommendation
+
+    # A later sweep reuses the references (their folders are still there): one run each.
+    folder = _sweep(tiny_bert, tmp_path, "second", [2])
+    info = json.loads((folder / SWEEP_FILE).read_text())
+    again = [r for r in report.child_runs(info["tracking_uri"], info["parent_run_id"])
+             if references.REFERENCE_TAG in r["tags"]]
+    assert len(again) == 3 and all(REUSED_TAG in r["tags"] for r in again)
+    assert {r["tags"][CONFIG_KEY_TAG] for r in again} == {r["tags"][CONFIG_KEY_TAG] for r in refs}
+
+
+def _board(rows: list[dict]) -> pd.DataFrame:
+    base = {"base": "m", "init": "pretrained", "keep": 12, "kept_layers": "", "phase": "none",
+            "vocab_size": float("nan"), "base_sts": 0.8, "run_id": None, "logged_model": None,
+            "mb_from": "disk", "model_dir": None, "score_base": 0.8, "base_mb": 100.0,
+            "strategy": "none", "ref_form": None, "label": None}
+    df = pd.DataFrame([{**base, **r} for r in rows])
+    df["score"] = df.sts
+    df["base_pct"] = 100 * df.sts / df.base_sts
+    return df
+
+
+@pytest.mark.parametrize(("form", "advice"), [
+    ("int8", "quantize the base: export base_model=m to int8 ONNX, no pruning needed"),
+    ("trimmed", "trim the base's vocabulary only: pruning=unpruned vocab=corpus, no pruning "
+                "needed"),
+    ("static", "use static embeddings distilled from m (model2vec), no transformer needed"),
+])
+def test_a_winning_reference_is_recommended_in_plain_words(form, advice):
+    df = _board([
+        {"form": "as_is", "reference": True, "sts": 0.80, "speed": 1.0, "mb": 100.0},
+        {"form": form, "reference": True, "ref_form": form, "label": f"m {form} (reference)",
+         "sts": 0.799, "speed": 3.0, "mb": 30.0, "model_dir": "/refs/x"},
+        {"form": "model", "reference": False, "strategy": "top", "keep": 6, "sts": 0.70,
+         "speed": 2.0, "mb": 60.0},
+    ])
+    front = report.pareto_front(df)
+    row = df.loc[report.recommend(df, front, report.Budget(min_speedup=1.5))]
+    assert report.recommendation_line(row, report.Budget(min_speedup=1.5)) == (
+        f"recommended (within --min-speedup 1.5): m {form} (reference): 0.7990 STSb, 30.0 MB, "
+        f"3.0x; no model the sweep trained scores higher within the budget: {advice}; model "
+        "folder /refs/x")
