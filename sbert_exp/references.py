@@ -175,22 +175,55 @@ class StaticEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-def build(ref: Reference, cfg: TrainConfig, model_path: str, corpus: list[str] | None,
-          out: Path) -> tuple[object, Path]:
-    """Write the reference's model to `out` (atomically) and return it loaded for CPU encoding,
-    with the folder it loads from."""
-    pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
+COMPLETE = ".complete"  # written last into a reference's folder
+
+
+def ensure(ref: Reference, cfg: TrainConfig, checked, out: Path | None = None
+           ) -> tuple[object, Path, float]:
+    """The reference loaded for CPU encoding, the folder it loads from, and the seconds it took
+    to build (0 when its folder was already complete: `folder(key(...))`, shared with
+    bench/peers.py)."""
+    out = out or folder(key(ref, checked.fingerprint.parts, cfg))
     if ref.form == "peer":
         path = modeling.locate(ref.peer)
-        return modeling.load_base(ref.peer, "cpu", path), Path(path)
+        return modeling.load_base(ref.peer, "cpu", path), Path(path), 0.0
+    started = time.perf_counter()
+    built = not (out / COMPLETE).is_file()
+    if built:
+        corpus = None
+        if ref.form.startswith("trimmed"):
+            from sbert_exp.pipeline import _vocab_corpus
+
+            corpus = _vocab_corpus(corpus_config(cfg), languages.held_out(checked.data.languages),
+                                   {})
+        build(ref, cfg, checked.model_path, corpus, out)
+        (out / COMPLETE).write_text(json.dumps({"reference": ref.name}) + "\n")
+    seconds = time.perf_counter() - started if built else 0.0
     if ref.form == "static":
         from model2vec import StaticModel
+
+        model_dir = out / "static"
+        return StaticEncoder(StaticModel.from_pretrained(str(model_dir)),
+                             cfg.base_model.prefix), model_dir, seconds
+    if ref.form == "trimmed":
+        return export.load(out / "model"), out / "model", seconds
+    model_dir = out / "model_onnx_int8"
+    return export.load(model_dir), model_dir, seconds
+
+
+def build(ref: Reference, cfg: TrainConfig, model_path: str, corpus: list[str] | None,
+          out: Path) -> None:
+    """Write the reference's model into `out`: `static/` (model2vec), else `model/` (the base,
+    trimmed to `corpus` for a trimmed one) and, for an int8 one, `model_onnx_int8/`."""
+    out.mkdir(parents=True, exist_ok=True)
+    if ref.form == "static":
         from model2vec.distill import distill
 
-        with atomic_dir(out) as work:
+        with atomic_dir(out / "static") as work:
             distill(model_name=model_path, pca_dims=ref.dims, device="cpu").save_pretrained(
                 str(work))
-        return StaticEncoder(StaticModel.from_pretrained(str(out)), cfg.base_model.prefix), out
+        return
+    pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
     model = modeling.load_base(pretrained, "cpu", model_path)
     if ref.form.startswith("trimmed"):
         ids = vocab.used_token_ids(model.tokenizer, corpus, cfg.vocab.min_count,
@@ -198,10 +231,8 @@ def build(ref: Reference, cfg: TrainConfig, model_path: str, corpus: list[str] |
         vocab.trim(model, ids)
     with atomic_dir(out / "model") as work:
         model.save(str(work))
-    if ref.form == "trimmed":
-        return export.load(out / "model"), out / "model"
-    int8 = export.export(out / "model", ExportBackend.onnx_int8, out / "model_onnx_int8")
-    return export.load(int8), int8
+    if ref.form != "trimmed":
+        export.export(out / "model", ExportBackend.onnx_int8, out / "model_onnx_int8")
 
 
 def measure(ref: Reference, served, unpruned, data, lang_teacher: dict, cfg: TrainConfig,
@@ -232,22 +263,11 @@ def measure(ref: Reference, served, unpruned, data, lang_teacher: dict, cfg: Tra
 def run(ref: Reference, cfg: TrainConfig, checked, batch_size: int,
         lang_teacher: dict) -> tuple[dict[str, float], Path]:
     """Build (or find, in the asset cache) and measure one reference on the CPU."""
-    from sbert_exp.pipeline import _vocab_corpus
-
-    data = checked.data
-    reference_key = key(ref, checked.fingerprint.parts, cfg)
-    out = folder(reference_key)
-    corpus = None
-    if ref.form.startswith("trimmed"):
-        held = languages.held_out(data.languages)
-        corpus = _vocab_corpus(corpus_config(cfg), held, {})
-    started = time.perf_counter()
-    served, model_dir = build(ref, cfg, checked.model_path, corpus, out)
-    seconds = time.perf_counter() - started
+    served, model_dir, seconds = ensure(ref, cfg, checked)
     pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
     unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
-    metrics = measure(ref, served, unpruned, data, lang_teacher, cfg, batch_size, model_dir,
-                      seconds)
+    metrics = measure(ref, served, unpruned, checked.data, lang_teacher, cfg, batch_size,
+                      model_dir, seconds)
     log.info("reference %s: %s", ref.label(cfg.base_model.name),
              ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items()))
     return metrics, model_dir

@@ -169,3 +169,21 @@ def test_a_winning_reference_is_recommended_in_plain_words(form, advice):
         f"recommended (within --min-speedup 1.5): m {form} (reference): 0.7990 STSb, 30.0 MB, "
         f"3.0x; no model the sweep trained scores higher within the budget: {advice}; model "
         "folder /refs/x")
+
+
+def test_a_reference_folder_is_built_once_and_rebuilt_when_left_half_written(tiny_bert,
+                                                                            tmp_path):
+    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path), "references=[trimmed]"])
+    checked = check(cfg)
+    [ref] = checked.references
+    served, model_dir, seconds = references.ensure(ref, cfg, checked)
+    assert seconds > 0 and (model_dir / "modules.json").is_file()
+    assert model_dir.parent.name == references.key(ref, checked.fingerprint.parts, cfg)
+    again, same_dir, seconds = references.ensure(ref, cfg, checked)
+    assert (same_dir, seconds) == (model_dir, 0.0)
+    sentences = ["a man plays the guitar", "two dogs run"]
+    assert again.encode(sentences).tolist() == served.encode(sentences).tolist()
+    # A kill before the folder was complete: built again.
+    (model_dir.parent / references.COMPLETE).unlink()
+    _, _, seconds = references.ensure(ref, cfg, checked)
+    assert seconds > 0 and (model_dir.parent / references.COMPLETE).is_file()
