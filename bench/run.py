@@ -23,6 +23,7 @@ BENCHMARKS = {  # script -> (arguments, arguments with --quick)
     "export_speed.py": ([], ["--rounds", "1", "--sentences", "300"]),
     "overhead.py": ([], ["--rounds", "1"]),
     "scaling.py": ([], ["--quick"]),
+    "peers.py": ([], ["--rounds", "1", "--sentences", "300", "--latency", "30"]),
 }
 
 

@@ -105,6 +105,12 @@ def plan(cfg: TrainConfig) -> list[Reference]:
                               "'sbert_exp[static]', or leave it out")
         if ref.form in ("int8", "trimmed_int8"):
             export.check_available(ExportBackend.onnx_int8)
+        d, v = cfg.dataset, cfg.vocab
+        if ref.form.startswith("trimmed") and d.nli_train is None and d.sts_train is None and (
+                v.name is VocabKind.none or not (v.files or v.text)):
+            raise ConfigError(f"references: {ref.name} keeps the tokens of the job's training "
+                              f"text, and phase={cfg.phase.name} reads none: add vocab=corpus "
+                              "(its training splits), or vocab.files=[...]")
     return [r for r in found if r.form != "as_is"]  # every job logs the base as it is
 
 

@@ -187,3 +187,14 @@ def test_a_reference_folder_is_built_once_and_rebuilt_when_left_half_written(tin
     (model_dir.parent / references.COMPLETE).unlink()
     _, _, seconds = references.ensure(ref, cfg, checked)
     assert seconds > 0 and (model_dir.parent / references.COMPLETE).is_file()
+
+
+def test_a_trimmed_reference_of_a_job_without_training_text_says_what_to_add(tiny_bert,
+                                                                            tmp_path):
+    cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path, phase="none"),
+                      "references=[trimmed_int8]"])
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert str(e.value) == ("references: trimmed_int8 keeps the tokens of the job's training "
+                            "text, and phase=none reads none: add vocab=corpus (its training "
+                            "splits), or vocab.files=[...]")
