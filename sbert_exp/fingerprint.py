@@ -142,6 +142,8 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     if cfg.phase.distill is not None and cfg.phase.distill.sentences_file is not None:
         parts["data.distill_sentences"] = file_digest(Path(cfg.phase.distill.sentences_file)
                                                       .expanduser())
+    for i, file in enumerate(cfg.phase.distill.files if cfg.phase.distill is not None else []):
+        parts[f"data.distill_files.{i}"] = file_digest(Path(file).expanduser())
     for i, file in enumerate(cfg.vocab.files if cfg.vocab.name.value == "corpus" else []):
         parts[f"data.vocab_files.{i}"] = file_digest(Path(file).expanduser())
     sets = languages.job_sets(cfg)
@@ -176,6 +178,8 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
                                for name in sets}
     if config["phase"]["distill"] is not None and not config["phase"]["distill"]["text"]:
         del config["phase"]["distill"]["text"]
+    if config["phase"]["distill"] is not None and not config["phase"]["distill"]["files"]:
+        del config["phase"]["distill"]["files"]
     if "vocab" in config and not config["vocab"]["text"]:
         del config["vocab"]["text"]
     text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)

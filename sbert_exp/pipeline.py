@@ -78,10 +78,12 @@ def plan(cfg: TrainConfig) -> list[int] | None:
     distill = cfg.phase.distill
     if distill is not None:
         d = cfg.dataset
-        if distill.sentences_file is None and d.nli_train is None and d.sts_train is None:
+        if (distill.sentences_file is None and not distill.files and d.nli_train is None
+                and d.sts_train is None):
             raise ConfigError(f"phase={cfg.phase.name} has a distill stage but "
                               f"dataset={d.name} has no nli_train or sts_train split: set "
-                              "phase.distill.sentences_file, or one of those splits")
+                              "phase.distill.sentences_file or phase.distill.files, or one of "
+                              "those splits")
         _check_stage("distill", distill)
         for name, count in distill.text.items():
             _check_text(name, f"phase.distill.text.{name}")
@@ -266,10 +268,15 @@ def _distill_sentences(cfg: TrainConfig, sts_test: Dataset, held: set[str],
         held_by = "the training splits hold"
     test = {*sts_test["sentence1"], *sts_test["sentence2"]}
     origin = "file" if stage.sentences_file is not None else "training"
-    sources = [(origin, sentences, stage.max_sentences, "phase.distill.max_sentences", held_by)]
+    sources = [(origin, sentences, stage.max_sentences, "phase.distill.max_sentences", held_by)
+               ] if sentences or not stage.files else []  # files alone: no training splits
     sources += [(name, languages.read_text(name), count, f"phase.distill.text.{name}",
                  f"text source '{name}' holds") for name, count in stage.text.items()
                 if count != 0]  # 0: a preset's source left out (~key cannot delete it in a sweep)
+    for i, file in enumerate(stage.files):
+        path = Path(file).expanduser()
+        sources.append((f"files.{i}", read_sentences(path, f"phase.distill.files[{i}]"), None,
+                        f"phase.distill.files[{i}]", f"{path} holds"))
     chosen: dict[str, None] = {}
     data.held_out_removed["distill"] = 0
     for name, texts, count, setting, source in sources:
@@ -295,6 +302,8 @@ def _vocab_corpus(cfg: TrainConfig, held: set[str], removed: dict[str, int]) -> 
         if distill is not None and distill.sentences_file is not None:
             texts += read_sentences(Path(distill.sentences_file).expanduser(),
                                     "phase.distill.sentences_file")
+        for i, file in enumerate(distill.files if distill is not None else []):
+            texts += read_sentences(Path(file).expanduser(), f"phase.distill.files[{i}]")
     for i, file in enumerate(v.files):
         texts += read_sentences(Path(file).expanduser(), f"vocab.files[{i}]")
     for name in v.text:

@@ -130,6 +130,9 @@ class DistillConfig:
     # More sentences from the languages' training text (sbert_exp.languages.TEXTS): source ->
     # how many, a seeded sample (null: all; 0: none). The mix is these counts plus max_sentences.
     text: dict[str, int | None] = field(default_factory=dict)
+    # More local UTF-8 text files, one sentence per line, every distinct sentence of each, beside
+    # the training splits (or sentences_file) and the text sources.
+    files: list[str] = field(default_factory=list)
 
 
 @dataclass

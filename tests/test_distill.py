@@ -278,7 +278,7 @@ def _bad_bytes(path: Path) -> Path:
      "phase.distill.warmup_ratio=1.0 is invalid: it must be in [0, 1)"),
     (["dataset.nli_train=null", "dataset.sts_train=null"],
      "phase=distill has a distill stage but dataset=snli_stsb has no nli_train or sts_train "
-     "split: set phase.distill.sentences_file, or one of those splits"),
+     "split: set phase.distill.sentences_file or phase.distill.files, or one of those splits"),
     (["phase.distill.max_sentences=10000000"],
      "phase.distill.max_sentences=10000000 but the training splits hold {n} distinct sentences "
      "(STS test sentences left out): set it to at most {n}"),
@@ -388,3 +388,31 @@ def test_the_stage_hands_its_running_loss_to_the_tracker_while_it_trains(tiny_be
     assert set(metrics) == {"train_distill/step_loss", "train_distill/step_examples_per_s"}
     assert 0 < metrics["train_distill/step_loss"] < 10 and metrics[
         "train_distill/step_examples_per_s"] > 0
+
+
+def test_sentence_files_join_the_training_splits_in_a_stated_mix(tmp_path):
+    own = tmp_path / "own.txt"
+    own.write_text("a girl rides a red bike\na boy plays the piano\na girl rides a red bike\n")
+    more = tmp_path / "more.txt"
+    more.write_text("two dogs run\nthe cat is on the hat\n")
+    cfg, _ = compose(["phase=distill", "phase.distill.max_sentences=50",
+                      f"phase.distill.files=[{own},{more}]"])
+    data = load_data(cfg)
+    assert data.distill_mix == {"training": 50, "files.0": 2, "files.1": 2}
+    assert data.distill[50:] == ["a girl rides a red bike", "a boy plays the piano",
+                                 "two dogs run", "the cat is on the hat"]
+    # The files' contents are part of the reuse key.
+    from sbert_exp.pipeline import check
+
+    first = check(cfg).fingerprint
+    assert first.parts["data.distill_files.1"]
+    more.write_text("two dogs run\nthe cat sat on the hat\n")
+    assert check(cfg).fingerprint.key != first.key
+
+
+def test_a_missing_distillation_file_is_one_line_before_any_model_loads(tmp_path):
+    cfg, _ = compose(["phase=distill", f"phase.distill.files=[{tmp_path / 'none.txt'}]"])
+    with pytest.raises(UserError) as e:
+        load_data(cfg)
+    assert str(e.value) == (f"phase.distill.files[0]: file {tmp_path / 'none.txt'} does not "
+                            "exist: fix the path")
