@@ -106,6 +106,14 @@ def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
     """In a fresh process: load one form (nothing for kind "none"), encode, print peak RSS."""
     import resource
 
+    # What every form's process imports, the floor's too: torch, sentence-transformers, ONNX
+    # Runtime, model2vec and this package's modules.
+    import model2vec  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import sentence_transformers  # noqa: F401
+
+    from sbert_exp import export, modeling, references  # noqa: F401
+
     sentences = json.loads(Path(sentences_file).read_text())
     if kind != "none":
         model = load(kind, where, prefix)
