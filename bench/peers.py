@@ -118,7 +118,12 @@ def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
     if kind != "none":
         model = load(kind, where, prefix)
         model.encode(sentences, batch_size=64)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM, the peak of this process's own memory: ru_maxrss would carry the parent's peak
+    # across fork and exec on Linux.
+    status = Path("/proc/self/status").read_text().splitlines()
+    hwm = next((line.split()[1] for line in status if line.startswith("VmHWM:")), None)
+    peak_kb = int(hwm) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
 
 
 def peak_rss(kind: str, where: str, prefix: str, sentences_file: Path) -> float:
@@ -162,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         prefix = cfg.base_model.prefix
         data = checked.data
         sentences = distinct_sentences(data.sts_test)[: args.sentences]
+        # Each form's own peak memory first, while this process holds none of them.
+        sentences_file = tmp / "sentences.json"
+        sentences_file.write_text(json.dumps(sentences))
+        floor = peak_rss("none", "-", prefix, sentences_file)
+        rss = {name: peak_rss(kind, where, prefix, sentences_file) - floor
+               for name, (kind, where) in found.items()}
         models = {name: load(kind, where, prefix) for name, (kind, where) in found.items()}
         bitext_sets = [s for s in data.languages if s.kind == "bitext"]
         sts, langs = {}, {}
@@ -181,11 +192,6 @@ def main(argv: list[str] | None = None) -> int:
 
         seconds = best_of(args.rounds, {name: encode(m) for name, m in models.items()})
         lat = latencies(models, sentences[: args.latency + 1])
-        sentences_file = tmp / "sentences.json"
-        sentences_file.write_text(json.dumps(sentences))
-        floor = peak_rss("none", "-", prefix, sentences_file)
-        rss = {name: peak_rss(kind, where, prefix, sentences_file) - floor
-               for name, (kind, where) in found.items()}
         disk = {name: modeling.disk_mb(Path(where)) if kind != "peer" else modeling.disk_mb(
             Path(modeling.locate(compose([f"base_model={where}"]).base_model)))
             for name, (kind, where) in found.items()}
