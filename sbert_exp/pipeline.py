@@ -364,6 +364,9 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
         tracker.end_dead_runs()  # a sweep does this once, before its jobs
     metrics = _run(cfg, checked, tracker, output_dir, params, tags, parent_run_id, lock_dir, job,
                    started)
+    if checked.references and not cfg.tracking.enabled:
+        log.info("references: tracking.enabled=false, so no run would hold them: skipped")
+        return metrics
     for ref in checked.references:
         _reference(cfg, checked, tracker, ref, params, parent_run_id, lock_dir)
     return metrics
