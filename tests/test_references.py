@@ -198,3 +198,21 @@ def test_a_trimmed_reference_of_a_job_without_training_text_says_what_to_add(tin
     assert str(e.value) == ("references: trimmed_int8 keeps the tokens of the job's training "
                             "text, and phase=none reads none: add vocab=corpus (its training "
                             "splits), or vocab.files=[...]")
+
+
+def test_without_tracking_references_are_skipped_in_one_line(tiny_bert, tmp_path, caplog,
+                                                              monkeypatch):
+    import logging
+
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(references, "cache_root", lambda: tmp_path / "references")
+    caplog.set_level(logging.INFO, logger="sbert_exp.pipeline")
+    cfg, dict_cfg = compose([*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "pruning.keep=2",
+                             "tracking.enabled=false", "eval.speed_rounds=0",
+                             "references=[trimmed]"])
+    (tmp_path / "job").mkdir()
+    run_job(cfg, tmp_path / "job", flatten(OmegaConf.to_container(dict_cfg, resolve=True)))
+    assert "references: tracking.enabled=false, so no run would hold them: skipped" in [
+        r.getMessage() for r in caplog.records]
+    assert not (tmp_path / "references").exists()  # nothing built
