@@ -451,18 +451,25 @@ def _reference(cfg: TrainConfig, checked: Checked, tracker: Tracker, ref: refere
                 run.log_metrics(previous[0].metrics)
             return
         bs = eval_batch_size(cfg.eval.batch_size, "cpu")
-        lang_teacher = {}
-        if checked.data.languages:
-            sentences = list(dict.fromkeys(s for loaded in checked.data.languages
-                                           for s in loaded.sentences))
-            found = teacher.embeddings(cfg.base_model, checked.model_path, checked.device,
-                                       sentences, bs, purpose="language sets").embeddings
-            lang_teacher = dict(zip(sentences, found, strict=True))
+        lang_teacher = _language_teacher(cfg, checked, checked.device, bs)
         with tracker.run(name, tags=tags, parent_run_id=parent_run_id) as run:
             run.log_params(ref_params)
             metrics, model_dir = references.run(ref, cfg, checked, bs, lang_teacher)
             run.set_tags({MODEL_DIR_TAG: str(model_dir.resolve())})
             run.log_metrics(metrics)
+
+
+def _language_teacher(cfg: TrainConfig, checked: Checked, device: str, batch_size: int,
+                      loaded=None) -> dict:
+    """Sentence -> the teacher's embedding, for every sentence of the job's language sets (from
+    the teacher's store; `loaded`: see `teacher.embeddings`). Empty when the job has none."""
+    sets = checked.data.languages
+    if not sets:
+        return {}
+    sentences = list(dict.fromkeys(s for one in sets for s in one.sentences))
+    found = teacher.embeddings(cfg.base_model, checked.model_path, device, sentences,
+                               batch_size, loaded=loaded, purpose="language sets").embeddings
+    return dict(zip(sentences, found, strict=True))
 
 
 SPLIT_CONTEXT = {"nli_train": "training", "sts_train": "training", "sts_dev": "validation",
@@ -648,12 +655,9 @@ def _train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, ru
 
     # The language sets: the teacher's embeddings of their sentences (cached, like the STS
     # reference) are what agreement compares with; they also give the base model's scores.
-    sets, lang_teacher = data.languages, {}
+    sets = data.languages
+    lang_teacher = _language_teacher(cfg, checked, device, bs, loaded=unpruned)
     if sets:
-        lang_sentences = list(dict.fromkeys(s for loaded in sets for s in loaded.sentences))
-        found = teacher.embeddings(cfg.base_model, checked.model_path, device, lang_sentences,
-                                   bs, loaded=unpruned, purpose="language sets").embeddings
-        lang_teacher = dict(zip(lang_sentences, found, strict=True))
         record({f"base_model/{loaded.metric}": languages.score(loaded, lang_teacher,
                                                                 lang_teacher)
                 for loaded in sets})
