@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,4 +60,13 @@ def write(name: str, text: str) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.md"
     path.write_text(text)
+    return path
+
+
+def publish(name: str, lines: Sequence[str]) -> Path:
+    """A benchmark's table: printed, and written to bench/results/NAME.md (named on stderr)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    path = write(name, text)
+    print(f"wrote {path}", file=sys.stderr)
     return path

@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from common import best_of, compose, machine, sts_test_sentences, write
+from common import best_of, compose, machine, publish, sts_test_sentences
 
 CASES = [  # base model, [(keep, strategy)]: the pruned variants timed against the whole model
     ("e5_small", [(6, "top"), (2, "top")]),
@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
               "pooling, batching), which pruning cannot remove. `limit with fixed cost` = "
               "unpruned / (fixed + keep x per-layer time): the speedup if layers were the only "
               "thing pruning changes.", "", f"Took {time.perf_counter() - started:.0f} s."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    print(f"wrote {write('encode_speed', text)}", file=sys.stderr)
+    publish("encode_speed", lines)
     return 1 if failed else 0
 
 

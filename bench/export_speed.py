@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import best_of, compose, machine, write
+from common import best_of, compose, machine, publish
 
 BASE = "e5_small"
 # What pruning.strategy=angular keeps in e5_small at keep 6 (README, "Which layers"), given
@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
               "folders also hold the fp32 weights that `sbert_exp.export.load` reads). Export "
               f"took {exported or 'nothing: no backend available'}.",
               "", f"Took {time.perf_counter() - started:.0f} s."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    print(f"wrote {write('export_speed', text)}", file=sys.stderr)
+    publish("export_speed", lines)
     if failed:
         print(f"missed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

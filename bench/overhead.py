@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import OUT, ROOT, compose, machine, write
+from common import OUT, ROOT, compose, machine, publish
 
 LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy on 1,000 test pairs, speed timing) took {full_s:.1f} s: "
         f"{full_s / ours_s:.2f}x the lean job, for {extra} more metrics.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    print(f"wrote {write('overhead', text)}", file=sys.stderr)
+    publish("overhead", lines)
     return 0 if ratio <= 1.05 else 1
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import best_of, compose, machine, write
+from common import best_of, compose, machine, publish
 
 BASE = "e5_small"
 REFERENCES = ("int8", "trimmed", "trimmed_int8", "static", "static_64", "minilm_l6")
@@ -232,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
               "ONNX: their speed and size are a trained model's, their STSb is not (README "
               "\"Results\"). Disk MB: the folder the form loads from (an export folder also "
               "holds the fp32 weights).", "", f"Took {time.perf_counter() - started:.0f} s."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    print(f"wrote {write('peers', text)}", file=sys.stderr)
+    publish("peers", lines)
     return 0
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from common import OUT, ROOT, machine, write
+from common import OUT, ROOT, machine, publish
 
 
 def run_job(overrides: list[str], folder) -> dict:
@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"per stage, before the default job's extra evaluations (README, Results, "
                   f"has a measured run)."]
     lines += ["", f"Took {time.perf_counter() - started:.0f} s."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    print(f"wrote {write('scaling', text)}", file=sys.stderr)
+    publish("scaling", lines)
     return 0
 
 
