@@ -29,7 +29,7 @@ def compose(overrides: Sequence[str]):
 
 def sts_test_sentences(prefix: str) -> list[str]:
     """Every distinct sentence of the STSb test split, prefixed as the model expects."""
-    from sbert_exp.pipeline import distinct_sentences, load_data
+    from sbert_exp.job.inputs import distinct_sentences, load_data
 
     return [prefix + s for s in distinct_sentences(load_data(compose(["phase=none"])).sts_test)]
 

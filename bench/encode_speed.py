@@ -24,8 +24,8 @@ TARGETS = {("e5_small", 6): 1.8, ("e5_small", 2): 4.0}
 
 def bench_model(name: str, variants: list[tuple[int, str]], rounds: int, limit: int | None,
                 batch_size: int) -> list[dict]:
-    from sbert_exp import modeling
-    from sbert_exp.pruning import kept_layers
+    from sbert_exp.model import modeling
+    from sbert_exp.pruning.rules import kept_layers
 
     cfg = compose([f"base_model={name}", "pruning=unpruned"])
     model = modeling.load_base(cfg.base_model, "cuda" if modeling.torch.cuda.is_available()

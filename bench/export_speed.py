@@ -4,7 +4,7 @@
 
 One process loads e5_small, prunes it to the layers `angular` keeps at keep 6, trims its
 vocabulary as `vocab=corpus` does (no fine-tuning), saves it to a temporary folder and exports
-that as each backend (`sbert_exp.export`); then it scores every variant on the STSb test pairs
+that as each backend (`sbert_exp.model.export`); then it scores every variant on the STSb test pairs
 and times them all, with the unpruned fp32 model, on the same STSb test sentences, alternating
 the variants within each round; the best round counts. Everything runs on the CPU, where ONNX
 Runtime and torch's int8 kernels run.
@@ -21,7 +21,7 @@ from pathlib import Path
 from common import best_of, compose, machine, publish
 
 BASE = "e5_small"
-# What pruning.strategy=angular keeps in e5_small at keep 6 (README, "Which layers"), given
+# What pruning.strategy=angular keeps in e5_small at keep 6 (docs/results.md, "Which layers"), given
 # explicitly so that no layer scoring runs here.
 LAYERS = [0, 1, 2, 3, 10, 11]
 BACKENDS = ("onnx", "onnx_int8", "torch_int8")
@@ -33,14 +33,16 @@ TARGET_BACKEND = "onnx_int8"
 
 
 def bench(rounds: int, limit: int | None, batch_size: int, folder: Path) -> dict:
-    from sbert_exp import evaluation, export, modeling, vocab
-    from sbert_exp.pipeline import distinct_sentences, load_data, plan
+    from sbert_exp.job.checks import plan
+    from sbert_exp.job.inputs import distinct_sentences, load_data
+    from sbert_exp.model import export, modeling, vocab
+    from sbert_exp.training import evaluation
 
     cfg = compose([f"base_model={BASE}", "phase=none", "vocab=corpus", "export=none",
                    f"pruning.layers=[{','.join(map(str, LAYERS))}]"])
     kept = plan(cfg)  # the job's own checks; explicit layers are kept as given
     path = modeling.locate(cfg.base_model)
-    data = load_data(cfg)  # STSb test pairs, and the vocabulary corpus (`_vocab_corpus`)
+    data = load_data(cfg)  # STSb test pairs, and the vocabulary corpus (`vocab_corpus`)
     # Those of common.sts_test_sentences, from the split read just above: encode adds the
     # prefix (the model's prompt).
     sentences = distinct_sentences(data.sts_test)[:limit]
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
               "fp32, the reference of every speedup. Every variant is loaded in this one process "
               "and timed on the same sentences in alternating rounds, so the speedups are "
               "measured side by side. Disk MB: the folder the variant loads from (the export "
-              "folders also hold the fp32 weights that `sbert_exp.export.load` reads). Export "
+              "folders also hold the fp32 weights that `sbert_exp.model.export.load` reads). "
+              "Export "
               f"took {exported or 'nothing: no backend available'}.",
               "", f"Took {time.perf_counter() - started:.0f} s."]
     publish("export_speed", lines)

@@ -27,7 +27,7 @@ LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 
 def write_data(folder: Path) -> dict[str, Path]:
     """The default job's NLI and STS training subsets and the STSb test set, as JSONL."""
-    from sbert_exp.pipeline import load_data
+    from sbert_exp.job.inputs import load_data
 
     data = load_data(compose(["dataset.nli_test=null"]))
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", type=int, default=6, help="kept layers (6: the default job)")
     args = parser.parse_args(argv)
-    from sbert_exp import assets
+    from sbert_exp.data import assets
 
     work = OUT / "overhead"
     files = write_data(work / "data")

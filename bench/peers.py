@@ -28,7 +28,8 @@ from common import best_of, compose, machine, publish
 BASE = "e5_small"
 REFERENCES = ("int8", "trimmed", "trimmed_int8", "static", "static_64", "minilm_l6")
 # The sweep's forms, untrained (training changes their quality, not their speed or size): the
-# layers greedy_dev keeps in e5_small (README, "Which layers"), trimmed, exported to int8 ONNX.
+# layers greedy_dev keeps in e5_small (docs/results.md, "Which layers"), trimmed, exported to
+# int8 ONNX.
 PRUNED = {"keep 6": [0, 1, 4, 9, 10, 11], "keep 2": [0, 11]}
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 
@@ -49,14 +50,15 @@ def cpu() -> str:
 
 def _pruned(cfg, checked, name: str, layers: list[int], folder: Path) -> Path:
     """The base pruned to `layers`, its vocabulary trimmed as vocab=corpus trims, as int8 ONNX."""
-    from sbert_exp import export, modeling, references, vocab
-    from sbert_exp.pipeline import _vocab_corpus
-    from sbert_exp.schema import ExportBackend
+    from sbert_exp.config.schema import ExportBackend
+    from sbert_exp.job import references
+    from sbert_exp.job.inputs import vocab_corpus
+    from sbert_exp.model import export, modeling, vocab
 
     out = folder / name.replace(" ", "")
     model = modeling.load_base(cfg.base_model, "cpu", checked.model_path)
     modeling.prune(model, layers)
-    corpus = _vocab_corpus(references.corpus_config(cfg), set(), {})
+    corpus = vocab_corpus(references.corpus_config(cfg), set(), {})
     vocab.trim(model, vocab.used_token_ids(model.tokenizer, corpus))
     model.save(str(out / "model"))
     return export.export(out / "model", ExportBackend.onnx_int8, out / "model_onnx_int8")
@@ -64,8 +66,8 @@ def _pruned(cfg, checked, name: str, layers: list[int], folder: Path) -> Path:
 
 def forms(folder: Path):
     """name -> (how to load it in a fresh process, its folder), and the job's data."""
-    from sbert_exp import references
-    from sbert_exp.pipeline import check
+    from sbert_exp.job import references
+    from sbert_exp.job.checks import check
 
     # vocab=corpus: the job reads the training splits, which the trimmed forms keep the tokens of.
     cfg = compose([f"base_model={BASE}", "phase=none", "pruning=unpruned", "vocab=corpus",
@@ -87,7 +89,8 @@ def forms(folder: Path):
 
 def load(kind: str, where: str, prefix: str):
     """A form for CPU encoding, from what `forms` says."""
-    from sbert_exp import export, modeling, references
+    from sbert_exp.job import references
+    from sbert_exp.model import export, modeling
 
     if kind == "base":
         cfg = compose([f"base_model={BASE}", "phase=none"])
@@ -112,7 +115,7 @@ def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
     import onnxruntime  # noqa: F401
     import sentence_transformers  # noqa: F401
 
-    from sbert_exp import export, modeling, references  # noqa: F401
+    from sbert_exp import references  # noqa: F401
 
     sentences = json.loads(Path(sentences_file).read_text())
     if kind != "none":
@@ -158,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     import tempfile
 
-    from sbert_exp import evaluation, languages, modeling, references
-    from sbert_exp.pipeline import distinct_sentences
+    from sbert_exp.data import languages
+    from sbert_exp.job import references
+    from sbert_exp.job.inputs import distinct_sentences
+    from sbert_exp.model import modeling
+    from sbert_exp.training import evaluation
 
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         tmp = Path(tmp)
@@ -224,13 +230,14 @@ def main(argv: list[str] | None = None) -> int:
                  f"{disk[name]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "as is: the base model, torch fp32, the reference of every speedup. int8: the "
-              "base exported to int8 ONNX (`sbert_exp.export`), no pruning. trimmed: the base "
+              "base exported to int8 ONNX (`sbert_exp.model.export`), no pruning. trimmed: the "
+              "base "
               "with its vocabulary trimmed to the training splits (`vocab=corpus`). static, "
               "static_64: token embeddings distilled from the base by model2vec (PCA 256 and 64 "
               "dimensions). minilm_l6 as is: another small English model, its own languages not "
               "scored. keep 6 / keep 2: the layers greedy_dev keeps, untrained, trimmed, int8 "
-              "ONNX: their speed and size are a trained model's, their STSb is not (README "
-              "\"Results\"). Disk MB: the folder the form loads from (an export folder also "
+              "ONNX: their speed and size are a trained model's, their STSb is not "
+              "(docs/results.md). Disk MB: the folder the form loads from (an export folder also "
               "holds the fp32 weights).", "", f"Took {time.perf_counter() - started:.0f} s."]
     publish("peers", lines)
     return 0

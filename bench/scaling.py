@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         estimate = sum(by[(k, 512, False)]["wall"] * (1 if k == 12 else 3) for k in keeps)
         lines += ["", f"The default sweep trains 7 distinct jobs (keep 2 and 6 under three "
                   f"strategies, keep 12 once): {estimate / 60:.1f} min as lean jobs of 512 pairs "
-                  f"per stage, before the default job's extra evaluations (README, Results, "
+                  f"per stage, before the default job's extra evaluations (docs/results.md "
                   f"has a measured run)."]
     lines += ["", f"Took {time.perf_counter() - started:.0f} s."]
     publish("scaling", lines)

@@ -15,9 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sbert_exp.config.schema import TrainConfig, register_configs, to_train_config
 from sbert_exp.errors import UserError
-from sbert_exp.schema import TrainConfig, register_configs, to_train_config
-from sbert_exp.sweeper import read_sweep_file
+from sbert_exp.job.sweeper import read_sweep_file
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -27,7 +27,8 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    from sbert_exp.tracking import check_reachable, flatten
+    from sbert_exp.tracking.runs import flatten
+    from sbert_exp.tracking.store import check_reachable
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -40,12 +41,9 @@ def main(cfg: DictConfig) -> float:
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
         if not multirun:  # a sweep checked its server before its first job
             check_reachable(train_cfg.tracking)
-        from sbert_exp.pipeline import run_job  # torch, transformers: seconds to import
-        # Jobs of one sweep with one config (keep=all under every strategy) take turns on a
-        # lock in the sweep folder, so that parallel launchers also train it once.
-        lock_dir = Path(hydra_cfg.sweep.dir) / ".locks" if multirun else None
+        from sbert_exp.job.run import run_job  # torch, transformers: seconds to import
         metrics = run_job(train_cfg, output_dir, params, tags, parent_run_id=parent,
-                          lock_dir=lock_dir, job=hydra_cfg.job.num if multirun else None)
+                          job=hydra_cfg.job.num if multirun else None)
     except UserError as e:
         if multirun:
             # The sweep checked every job before it started, so this is news (a file changed
@@ -66,8 +64,8 @@ def main(cfg: DictConfig) -> float:
 def _record_failed_job(cfg: DictConfig, num: int, params: dict[str, str], tags: dict[str, str],
                        parent: str | None, error: UserError) -> None:
     """In a sweep, a job stopped by its checks still gets a FAILED child run saying why."""
-    from sbert_exp.schema import TrackingConfig
-    from sbert_exp.tracking import Tracker
+    from sbert_exp.config.schema import TrackingConfig
+    from sbert_exp.tracking.runs import Tracker
 
     with contextlib.suppress(Exception):  # the tracking config itself may be what is wrong
         tracking = TrackingConfig(**OmegaConf.to_container(cfg.tracking, resolve=True))
@@ -99,8 +97,20 @@ def _schema_keys(object_type: object) -> str:
     return ""
 
 
+def _chain(error: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
 def _one_line(error: BaseException) -> str | None:
-    """The message for errors that are the user's to fix; None for bugs (they keep a traceback)."""
+    """The message for errors that are the user's to fix; None for bugs (they keep a traceback).
+
+    Hydra's and OmegaConf's errors are read by their types and public attributes only; where
+    those do not name the key, the line says less.
+    """
     from hydra.errors import (
         ConfigCompositionException,
         MissingConfigException,
@@ -108,64 +118,50 @@ def _one_line(error: BaseException) -> str | None:
     )
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    for e in chain:
-        if isinstance(e, UserError):
-            return str(e)
+    chain = _chain(error)
+    own = next((e for e in chain if isinstance(e, UserError)), None)
+    if own is not None:
+        return str(own)
     first = chain[0]
     if isinstance(first, MissingConfigException) and first.options is not None:
-        group = (first.missing_cfg_file or "").rpartition("/")[0]
-        name = (first.missing_cfg_file or "").rpartition("/")[2]
+        group, _, name = (first.missing_cfg_file or "").rpartition("/")
         return f"{group}={name} is not an option: choose one of {', '.join(first.options)}"
-    cause = next((e for e in chain[1:] if isinstance(e, OmegaConfBaseException)), None)
-    if isinstance(first, ConfigCompositionException) and len(chain) > 1:
-        override = str(first).strip().splitlines()[0]
-        for noise in ("Error merging override ", "Could not override "):
-            override = override.replace(noise, "")
-        override = override.strip("'.")
-    if isinstance(first, AssertionError) and "Unexpected type for root" in str(first):
-        return _override_below_null(first)
+    if isinstance(first, OverrideParseException):
+        return f"cannot parse override {first.override!r}: {_first_line(first)}"
+    cause = next((e for e in chain if isinstance(e, OmegaConfBaseException)
+                  and getattr(e, "full_key", None)), None)
     if isinstance(first, ConfigCompositionException) and cause is not None:
         if isinstance(cause, ConfigKeyError | ConfigAttributeError):
-            keys = _schema_keys(getattr(cause, "object_type", None))
-            where = override.rpartition(".")[0] or "the config"
-            return f"{override} is not a setting" + (f": {where} has {keys}" if keys else "")
-        reason = str(cause).strip().splitlines()[0]
-        return f"{override}: {reason}"
-    if isinstance(first, OverrideParseException):
-        reason = str(first).strip().splitlines()[0]
-        return f"cannot parse override {first.override!r}: {reason}"
+            keys = _schema_keys(cause.object_type)
+            where = cause.full_key.rpartition(".")[0] or "the config"
+            return f"{cause.full_key} is not a setting" + (f": {where} has {keys}" if keys else "")
+        return f"{cause.full_key}={cause.value}: {_first_line(cause.msg)}"
+    if isinstance(first, AssertionError) and isinstance(chain[-1], AssertionError) and \
+            str(first).startswith("Unexpected type for root"):
+        # OmegaConf asserts when an override sets a key below a null node; it does not say which.
+        return ("an override sets a key below a null node of this config (e.g. phase=nli has "
+                "no sts stage, so phase.sts.* cannot be set): choose an option that defines it, "
+                "or drop that override")
     if isinstance(first, ConfigCompositionException | OmegaConfBaseException):
-        return str(first).strip().splitlines()[0]
-    if isinstance(first, ValueError) and _raised_by_hydra(first):
-        return str(first).strip().splitlines()[0]  # command-line usage, e.g. -m with --cfg
+        return _first_line(first)
     return None
 
 
-def _raised_by_hydra(error: BaseException) -> bool:
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _override_below_null(error: AssertionError) -> str:
-    """OmegaConf asserts when an override sets a key below a null node (phase=nli phase.sts.x=1).
+# Hydra's command-line modes: at most one per call.
+MODES = {"--run": "-r", "--multirun": "-m", "--cfg": "-c", "--info": "-i",
+         "--shell-completion": "-sc"}
 
-    The key being set is a local of OmegaConf.update in the failing frame.
-    """
-    key = "the override"
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "update" and "key" in tb.tb_frame.f_locals:
-            key = str(tb.tb_frame.f_locals["key"])
-        tb = tb.tb_next
-    parent = key.rpartition(".")[0] or key
-    return (f"{key} cannot be set: {parent} is null in this config (e.g. phase=nli has no sts "
-            f"stage); choose an option that defines {parent}, or drop the override")
+
+def _usage_error(argv: list[str]) -> str | None:
+    """What is wrong with the command line's modes, before Hydra starts (None: nothing)."""
+    given = [long for long, short in MODES.items() if long in argv or short in argv]
+    if len(given) > 1:
+        return f"use one of {', '.join(MODES)} at a time, not {' and '.join(given)}"
+    return None
 
 
 def cli() -> None:
@@ -173,6 +169,10 @@ def cli() -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return
+    usage = _usage_error(sys.argv[1:])
+    if usage is not None:
+        print(f"error: {usage}", file=sys.stderr)
+        sys.exit(2)
     # Let exceptions reach us instead of Hydra's multi-line report, then print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

@@ -32,20 +32,21 @@ WORDS = (
 def _teacher_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """Teacher embeddings and reference models of the tests' models go to the session's temp
     dir, not the user's cache (every job encodes the STS test reference through it)."""
-    from sbert_exp import references, teacher
+    from sbert_exp.job import references
+    from sbert_exp.training import teacher
 
     root = tmp_path_factory.getbasetemp()
-    monkeypatch.setattr(teacher, "cache_root", lambda: root / "teacher_embeddings")
-    monkeypatch.setattr(references, "cache_root", lambda: root / "references")
+    monkeypatch.setattr(teacher, "STORES", teacher.STORES.moved(root))
+    monkeypatch.setattr(references, "REFERENCES", references.REFERENCES.moved(root))
 
 
 @pytest.fixture(scope="session")
 def _store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty SQLite store, created and migrated once per session the way a job does."""
-    from sbert_exp import tracking
+    from sbert_exp.tracking import runs as tracking
 
     path = tmp_path_factory.mktemp("store_template") / "mlflow.db"
-    tracking._create_sqlite_store(f"sqlite:///{path}")
+    tracking.create_sqlite_store(f"sqlite:///{path}")
     return path
 
 
@@ -59,9 +60,9 @@ def _new_stores_from_a_template(request: pytest.FixtureRequest, _store_template:
         return
     import shutil
 
-    from sbert_exp import tracking
+    from sbert_exp.tracking import runs as tracking
 
-    create = tracking._create_sqlite_store
+    create = tracking.create_sqlite_store
 
     def copy_template(uri: str) -> None:
         path = tracking.sqlite_path(uri)
@@ -69,7 +70,7 @@ def _new_stores_from_a_template(request: pytest.FixtureRequest, _store_template:
             return create(uri)
         shutil.copyfile(_store_template, path)
 
-    monkeypatch.setattr(tracking, "_create_sqlite_store", copy_template)
+    monkeypatch.setattr(tracking, "create_sqlite_store", copy_template)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +91,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(out)
     # The tiny jobs score on the first STSb test pairs: every one of them evaluates several
     # times, and the whole split (2,552 sentences) would cost them about a second each time.
-    from sbert_exp import assets
+    from sbert_exp.data import assets
 
     lines = assets.split_file("stsb", "test").read_text(encoding="utf-8").splitlines()
     (out / SMALL_STS_TEST).write_text("\n".join(lines[:SMALL_STS_PAIRS]) + "\n", encoding="utf-8")
@@ -126,7 +127,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
 
     import sbert_exp.train  # noqa: F401  (registers the schema)
-    from sbert_exp.schema import to_train_config
+    from sbert_exp.config.schema import to_train_config
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides)
@@ -137,8 +138,8 @@ def run_tiny_job(overrides: list[str], out: Path) -> dict[str, float]:
     """One job, in this process, as `python -m sbert_exp.train OVERRIDES` runs it, into `out`."""
     from omegaconf import OmegaConf
 
-    from sbert_exp.pipeline import run_job
-    from sbert_exp.tracking import flatten
+    from sbert_exp.job.run import run_job
+    from sbert_exp.tracking.runs import flatten
 
     cfg, dict_cfg = compose(overrides)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sbert_exp import assets
+from sbert_exp.data import assets
 from sbert_exp.errors import AssetError
+from sbert_exp.utils.cache import CACHE_ENV
 
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2
 
@@ -36,7 +37,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_cache: Path) -> 
     """An empty cache of our own; nothing hashed earlier in this process counts."""
     root = tmp_path / "cache"
     root.mkdir()
-    monkeypatch.setenv(assets.CACHE_ENV, str(root))
+    monkeypatch.setenv(CACHE_ENV, str(root))
     monkeypatch.setattr(assets, "_verified", set())
     assert assets.cache_dir() == root
     return root
@@ -323,9 +324,9 @@ def test_cli_check_empty_cache_prints_one_error_line(cache: Path,
 
 
 def test_cli_process_exits_2_on_a_missing_asset(cache: Path):
-    """`python -m sbert_exp.assets` ends a user error as `train` and `report` do: exit code 2."""
-    proc = subprocess.run([sys.executable, "-m", "sbert_exp.assets", "check", "stsb"],
-                          env={**os.environ, assets.CACHE_ENV: str(cache)},
+    """`python -m sbert_exp.data.assets` ends a user error as `train` and `report` do: exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "sbert_exp.data.assets", "check", "stsb"],
+                          env={**os.environ, CACHE_ENV: str(cache)},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [

@@ -11,10 +11,10 @@ import pytest
 
 import sbert_exp.train  # noqa: F401  (registers the schema for hydra's compose)
 from conftest import ROOT, compose
+from sbert_exp.config.schema import Source
 from sbert_exp.errors import ConfigError
-from sbert_exp.pipeline import plan
-from sbert_exp.pruning import Strategy
-from sbert_exp.schema import Source
+from sbert_exp.job.checks import plan
+from sbert_exp.pruning.strategies import Strategy
 
 
 def test_default_config_composes_to_typed_schema():
@@ -33,7 +33,7 @@ def test_default_config_composes_to_typed_schema():
 
 
 def test_eval_batch_follows_the_device_unless_set():
-    from sbert_exp.pipeline import eval_batch_size
+    from sbert_exp.job.inputs import eval_batch_size
 
     cfg, _ = compose([])
     assert cfg.eval.batch_size is None
@@ -164,12 +164,12 @@ def _cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedPro
          "hindbert_v2, mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, "
          "muril"),
         ("-m --cfg job",
-         "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be "
-         "specified"),
+         "error: use one of --run, --multirun, --cfg, --info, --shell-completion at a time, "
+         "not --multirun and --cfg"),
         ("phase=nli phase.sts.max_pairs=5",
-         "error: phase.sts.max_pairs cannot be set: phase.sts is null in this config (e.g. "
-         "phase=nli has no sts stage); choose an option that defines phase.sts, or drop the "
-         "override"),
+         "error: an override sets a key below a null node of this config (e.g. phase=nli has "
+         "no sts stage, so phase.sts.* cannot be set): choose an option that defines it, or "
+         "drop that override"),
         ("pruning.keep=two",
          "error: pruning.keep=two: Value 'two' of type 'str' could not be converted to Integer"),
     ],

@@ -17,9 +17,9 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from sbert_exp.data import load_split, subsample
+from sbert_exp.config.schema import DatasetConfig, FileFormat, Source, SplitConfig
+from sbert_exp.data.readers import load_split, subsample
 from sbert_exp.errors import DataError, UserError
-from sbert_exp.schema import DatasetConfig, FileFormat, Source, SplitConfig
 
 NLI_MAP = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
@@ -79,6 +79,7 @@ def test_embedded_snli_test(snli_stsb: DatasetConfig):
         "a church.", "The church has cracks in the ceiling.", 1)
 
 
+@pytest.mark.slow
 def test_embedded_snli_train_subset(snli_stsb: DatasetConfig):
     ds = load_split(snli_stsb.nli_train, "nli", "dataset.nli_train")
     assert len(ds) == 99890  # 100,000 lines less 110 without a gold label
@@ -500,8 +501,8 @@ def test_parquet_rows_are_counted_as_rows_and_nulls_named(tmp_path: Path):
 
 
 def test_a_file_is_parsed_once_per_process_until_it_changes(tmp_path, monkeypatch):
-    from sbert_exp import data
-    from sbert_exp.schema import SplitConfig
+    from sbert_exp.config.schema import SplitConfig
+    from sbert_exp.data import readers as data
 
     path = tmp_path / "sts.tsv"
     path.write_text("sentence1\tsentence2\tscore\na\tb\t5\nc\td\t0\n")

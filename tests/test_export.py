@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbert_exp import export
 from sbert_exp.errors import ConfigError
-from sbert_exp.export import Backend
+from sbert_exp.model import export
+from sbert_exp.model.export import Backend
 
 ONNX_MISSING = export.available(Backend.onnx)
 needs_onnx = pytest.mark.skipif(ONNX_MISSING is not None, reason=str(ONNX_MISSING))
@@ -38,7 +38,7 @@ def model_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from sbert_exp.modeling import prune, set_prefix_prompt
+    from sbert_exp.model.modeling import prune, set_prefix_prompt
 
     encoder = Transformer(str(tiny_bert), max_seq_length=64)
     model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension())],

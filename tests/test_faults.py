@@ -15,6 +15,8 @@ import pytest
 
 from conftest import ROOT, tiny_overrides
 
+pytestmark = pytest.mark.slow  # fault injection: killed processes, broken stores, sweeps
+
 RUNNER = Path(__file__).with_name("fault_runner.py")
 
 
@@ -124,9 +126,9 @@ def test_the_server_probe_is_one_bounded_request(monkeypatch):
     """No retries and a 5 s connect/read limit: bounded without timing anything."""
     import requests
 
+    from sbert_exp.config.schema import TrackingConfig
     from sbert_exp.errors import ConfigError
-    from sbert_exp.schema import TrackingConfig
-    from sbert_exp.tracking import check_reachable
+    from sbert_exp.tracking.store import check_reachable
 
     calls = []
 
@@ -147,8 +149,8 @@ def test_a_store_creation_cut_short_leaves_no_half_made_store(tmp_path, monkeypa
     which the next creator removes, and no store that later runs fail to open."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    from sbert_exp import tracking
-    from sbert_exp.schema import TrackingConfig
+    from sbert_exp.config.schema import TrackingConfig
+    from sbert_exp.tracking import runs as tracking
 
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
@@ -161,7 +163,7 @@ def test_a_store_creation_cut_short_leaves_no_half_made_store(tmp_path, monkeypa
 
     monkeypatch.setattr(SqlAlchemyStore, "__init__", cut_short)
     with pytest.raises(RuntimeError, match="killed while migrating"):
-        tracking._create_sqlite_store(uri)
+        tracking.create_sqlite_store(uri)
     assert not db.exists()
 
     monkeypatch.setattr(SqlAlchemyStore, "__init__", migrate)

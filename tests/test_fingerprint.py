@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, mlflow_runs, run_tiny_job, tiny_overrides
-from sbert_exp import fingerprint as fp_module
-from sbert_exp.fingerprint import file_digest, fingerprint
-from sbert_exp.pipeline import check
+from sbert_exp.data import digests
+from sbert_exp.data.digests import file_digest
+from sbert_exp.job import fingerprint as fp_module
+from sbert_exp.job.checks import check
+from sbert_exp.job.fingerprint import fingerprint
+from sbert_exp.utils import versions as versions_module
 
 PAIRS = [("a man is playing a guitar", "a man plays the guitar", 4.6),
          ("a woman is slicing an onion", "a woman is cutting an onion", 4.2),
@@ -39,8 +42,8 @@ def _key(overrides: list[str], device: str = "cpu") -> str:
 
 @pytest.fixture(autouse=True)
 def _own_hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(fp_module, "_cache_file", lambda: tmp_path / "hashes.json")
-    fp_module._memo.clear()
+    monkeypatch.setattr(digests, "HASHES", digests.HASHES.moved(tmp_path))
+    digests._memo.clear()
 
 
 def test_edited_data_file_changes_the_key_a_touch_does_not(tiny_bert, tmp_path):
@@ -58,9 +61,9 @@ def test_device_precision_and_versions_change_the_key(tiny_bert, tmp_path, monke
     monkeypatch.setattr(fp_module, "precision", lambda device: "bf16")
     assert _key(overrides, device="cuda:0") != base
     monkeypatch.undo()
-    monkeypatch.setattr(fp_module, "_cache_file", lambda: tmp_path / "hashes.json")
-    real = fp_module.metadata.version
-    monkeypatch.setattr(fp_module.metadata, "version",
+    monkeypatch.setattr(digests, "HASHES", digests.HASHES.moved(tmp_path))
+    real = versions_module.metadata.version
+    monkeypatch.setattr(versions_module.metadata, "version",
                         lambda name: "99.0" if name == "transformers" else real(name))
     assert _key(overrides) != base
 
@@ -92,10 +95,11 @@ def test_file_digest_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     path = tmp_path / "f.txt"
     path.write_text("hello")
     first = file_digest(path)
-    assert json.loads((tmp_path / "hashes.json").read_text())[str(path.resolve())][2] == first
-    fp_module._memo.clear()
+    table = json.loads((tmp_path / "file_hashes" / "sha256.json").read_text())
+    assert table[str(path.resolve())][2] == first
+    digests._memo.clear()
     calls = []
-    monkeypatch.setattr(fp_module.assets, "sha256_file", lambda p: calls.append(p) or "x")
+    monkeypatch.setattr(digests.assets, "sha256_file", lambda p: calls.append(p) or "x")
     assert file_digest(path) == first and calls == []  # from the cache file
     path.write_text("hello!")
     assert file_digest(path) == "x" and len(calls) == 1  # changed: hashed again
@@ -124,7 +128,7 @@ def test_reuse_follows_the_file_content_and_links_the_saved_model(tiny_bert, tmp
     params = runs[0].data.params
     assert params["fingerprint.device"] == "cpu" and params["fingerprint.precision"] == "fp32"
     assert params["fingerprint.data.sts_test"] == file_digest(sts)
-    assert params["fingerprint.version.sbert_exp"] == fp_module.versions()["sbert_exp"]
+    assert params["fingerprint.version.sbert_exp"] == versions_module.versions()["sbert_exp"]
     assert runs[1].data.tags["sbert_exp.model_dir"] == str((tmp_path / "b" / "model").resolve())
 
     # The original folder is gone: the reuse's links still hold the model.

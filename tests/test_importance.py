@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from sbert_exp.importance import (
+from sbert_exp.pruning.importance import (
     angular_distances,
     best_block_start,
     block_influence,

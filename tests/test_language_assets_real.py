@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sbert_exp import assets, languages
+from sbert_exp.data import assets, languages
+from sbert_exp.data.text_assets import DEVANAGARI, FORMAT_CHARS, clean, unmark
 from sbert_exp.errors import AssetError
-from sbert_exp.text_assets import DEVANAGARI, FORMAT_CHARS, clean, unmark
 
 pytestmark = pytest.mark.slow  # reads the prepared assets in the user's cache
 

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import compose, run_tiny_job, tiny_overrides
-from sbert_exp import assets, languages
-from sbert_exp.errors import AssetError, ConfigError, DataError
-from sbert_exp.languages import (
+from sbert_exp.data import assets, languages
+from sbert_exp.data.languages import (
     agreement,
     agreement_pairs,
     bitext_accuracy,
@@ -26,8 +25,9 @@ from sbert_exp.languages import (
     read_pairs,
     set_names,
 )
-from sbert_exp.pipeline import check, plan
-from sbert_exp.text_assets import clean, clean_pairs, hindi_sentences, unmark
+from sbert_exp.data.text_assets import clean, clean_pairs, hindi_sentences, unmark
+from sbert_exp.errors import AssetError, ConfigError, DataError
+from sbert_exp.job.checks import check, plan
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -303,7 +303,7 @@ def test_exclude_keeps_distinct_sentences_in_order_and_counts_the_held():
 
 def test_unknown_language_set_in_the_config_fails_before_any_model_loads(tiny_bert, tmp_path,
                                                                          monkeypatch):
-    from sbert_exp import modeling
+    from sbert_exp.model import modeling
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")

@@ -11,7 +11,8 @@ import pytest
 import sbert_exp.train  # noqa: F401  (registers the schema for hydra's compose)
 from conftest import CONF, compose, tiny_overrides
 from sbert_exp.errors import DataError
-from sbert_exp.pipeline import load_data, run_job
+from sbert_exp.job.inputs import load_data
+from sbert_exp.job.run import run_job
 
 MARATHI_STS = [
     ("मुलगा फुटबॉल खेळत आहे.", "एक मुलगा चेंडू खेळत आहे.", "4.2"),
@@ -82,8 +83,8 @@ def test_every_job_of_every_preset_passes_its_checks(preset):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from sbert_exp.pipeline import plan
-    from sbert_exp.pruning import SCORED
+    from sbert_exp.job.checks import plan
+    from sbert_exp.pruning.strategies import SCORED
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         swept = hydra_compose("train", [f"experiment={preset}"],

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sbert_exp import modeling
+from sbert_exp.config.schema import BaseModelConfig, Pooling, Source
 from sbert_exp.errors import ConfigError
-from sbert_exp.schema import BaseModelConfig, Pooling, Source
+from sbert_exp.model import modeling
 
 SENTENCES = ["a man is playing a guitar .", "two dogs are running on the beach .", "a girl"]
 
@@ -137,7 +137,7 @@ def test_hub_model_loads_from_the_local_cache(tiny_bert, tmp_path, monkeypatch):
 def test_random_init_keeps_architecture_and_replaces_weights(tiny_bert):
     import dataclasses
 
-    from sbert_exp.schema import Init
+    from sbert_exp.config.schema import Init
 
     base = _base(tiny_bert)
     pretrained = modeling.load_base(base, "cpu", modeling.locate(base))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sbert_exp.pruning import (
-    SCORED,
+from sbert_exp.pruning.rules import (
     PruningError,
-    Strategy,
     check_layers,
     kept_layers,
     pruning_label,
     select_layers,
 )
+from sbert_exp.pruning.strategies import SCORED, Strategy
 
 
 @pytest.mark.parametrize(

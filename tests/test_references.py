@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 
 from conftest import compose, tiny_overrides
-from sbert_exp import references, report
 from sbert_exp.errors import ConfigError
-from sbert_exp.pipeline import check, run_job
-from sbert_exp.sweeper import SWEEP_FILE
-from sbert_exp.tracking import CONFIG_KEY_TAG, PARENT_TAG, REUSED_TAG, flatten
+from sbert_exp.job import references
+from sbert_exp.job.checks import check
+from sbert_exp.job.run import run_job
+from sbert_exp.job.sweeper import SWEEP_FILE
+from sbert_exp.report import board, cli, ship
+from sbert_exp.tracking.runs import flatten
+from sbert_exp.tracking.tags import CONFIG_KEY_TAG, PARENT_TAG, REUSED_TAG
 
 # ------------------------------------------------------------------ names
 
@@ -90,15 +93,16 @@ def _sweep(tiny_bert: Path, tmp_path: Path, name: str, keeps: list[int]) -> Path
         out = folder / str(job)
         out.mkdir()
         run_job(cfg, out, flatten(OmegaConf.to_container(dict_cfg, resolve=True)),
-                tags={PARENT_TAG: parent}, parent_run_id=parent, lock_dir=folder, job=job)
+                tags={PARENT_TAG: parent}, parent_run_id=parent, job=job)
     client.set_terminated(parent)
     return folder
 
 
+@pytest.mark.slow
 def test_references_are_measured_once_a_sweep_and_stand_on_the_board(tiny_bert, tmp_path):
     folder = _sweep(tiny_bert, tmp_path, "first", [2, 3])
     info = json.loads((folder / SWEEP_FILE).read_text())
-    runs = report.child_runs(info["tracking_uri"], info["parent_run_id"])
+    runs = cli.child_runs(info["tracking_uri"], info["parent_run_id"])
     refs = [r for r in runs if references.REFERENCE_TAG in r["tags"]]
     # One run per reference (as_is is every job's base_model/ metrics), not one per job.
     assert sorted(r["params"]["reference.name"] for r in refs) == ["int8", "static_16", "trimmed"]
@@ -114,7 +118,7 @@ def test_references_are_measured_once_a_sweep_and_stand_on_the_board(tiny_bert, 
     assert by["static_16"]["model/disk_mb"] < by["trimmed"]["model/disk_mb"]
     assert all(m["speed/speedup_vs_unpruned"] > 0 for m in by.values())
 
-    written = report.write_report(folder)
+    written = cli.write_report(folder)
     md = (folder / "report.md").read_text()
     assert "What a user could ship instead" in md
     for name in ("int8", "trimmed", "static_16"):
@@ -132,7 +136,7 @@ def test_references_are_measured_once_a_sweep_and_stand_on_the_board(tiny_bert, 
     # A later sweep reuses the references (their folders are still there): one run each.
     folder = _sweep(tiny_bert, tmp_path, "second", [2])
     info = json.loads((folder / SWEEP_FILE).read_text())
-    again = [r for r in report.child_runs(info["tracking_uri"], info["parent_run_id"])
+    again = [r for r in cli.child_runs(info["tracking_uri"], info["parent_run_id"])
              if references.REFERENCE_TAG in r["tags"]]
     assert len(again) == 3 and all(REUSED_TAG in r["tags"] for r in again)
     assert {r["tags"][CONFIG_KEY_TAG] for r in again} == {r["tags"][CONFIG_KEY_TAG] for r in refs}
@@ -163,14 +167,15 @@ def test_a_winning_reference_is_recommended_in_plain_words(form, advice):
         {"form": "model", "reference": False, "strategy": "top", "keep": 6, "sts": 0.70,
          "speed": 2.0, "mb": 60.0},
     ])
-    front = report.pareto_front(df)
-    row = df.loc[report.recommend(df, front, report.Budget(min_speedup=1.5))]
-    assert report.recommendation_line(row, report.Budget(min_speedup=1.5)) == (
+    front = board.pareto_front(df)
+    row = df.loc[board.recommend(df, front, board.Budget(min_speedup=1.5))]
+    assert ship.recommendation_line(row, board.Budget(min_speedup=1.5)) == (
         f"recommended (within --min-speedup 1.5): m {form} (reference): 0.7990 STSb, 30.0 MB, "
         f"3.0x; no model the sweep trained scores higher within the budget: {advice}; model "
         "folder /refs/x")
 
 
+@pytest.mark.slow
 def test_a_reference_folder_is_built_once_and_rebuilt_when_left_half_written(tiny_bert,
                                                                             tmp_path):
     cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path), "references=[trimmed]"])
@@ -206,8 +211,8 @@ def test_without_tracking_references_are_skipped_in_one_line(tiny_bert, tmp_path
 
     from omegaconf import OmegaConf
 
-    monkeypatch.setattr(references, "cache_root", lambda: tmp_path / "references")
-    caplog.set_level(logging.INFO, logger="sbert_exp.pipeline")
+    monkeypatch.setattr(references, "REFERENCES", references.REFERENCES.moved(tmp_path))
+    caplog.set_level(logging.INFO, logger="sbert_exp.job.run")
     cfg, dict_cfg = compose([*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "pruning.keep=2",
                              "tracking.enabled=false", "eval.speed_rounds=0",
                              "references=[trimmed]"])

@@ -14,12 +14,15 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_overrides
-from sbert_exp import report
+from sbert_exp.config.schema import TrackingConfig
 from sbert_exp.errors import UserError
-from sbert_exp.report import latest_sweep, main, table, write_report
-from sbert_exp.schema import TrackingConfig
-from sbert_exp.sweeper import SWEEP_FILE
-from sbert_exp.tracking import LOGGED_MODEL_TAG, MODEL_DIR_TAG, PARENT_TAG, Tracker
+from sbert_exp.job.sweeper import SWEEP_FILE
+from sbert_exp.report import board, cli, plots, ship
+from sbert_exp.report.cli import latest_sweep, main, write_report
+from sbert_exp.report.table import markdown, table
+from sbert_exp.tracking import registry
+from sbert_exp.tracking.runs import Tracker
+from sbert_exp.tracking.tags import LOGGED_MODEL_TAG, MODEL_DIR_TAG, PARENT_TAG
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,7 @@ def sweep(tiny_bert, tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_report_rows_files_and_parent_artifacts(sweep):
     sweep_dir = latest_sweep(sweep / "multirun")
     assert sweep_dir == sweep / "multirun" / "day" / "time"
@@ -93,6 +97,7 @@ def test_report_without_sweep_is_one_line(tmp_path, capsys, monkeypatch):
         write_report(tmp_path)
 
 
+@pytest.mark.slow
 def test_unpruned_reference_from_an_earlier_sweep(sweep, tiny_bert):
     """A sweep without keep=all divides by the unpruned run of the same setup from before."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -140,6 +145,7 @@ def test_reference_needs_the_same_setup():
     assert own.retained_pct[own.keep == 2].iloc[0] == pytest.approx(120.0)
 
 
+@pytest.mark.slow
 def test_explicit_layers_and_every_layer_are_named_for_what_ran(sweep, tiny_bert):
     """Job folders, MLflow run names and report rows say `layers` and `keepall`, not `top`."""
     from mlflow.tracking import MlflowClient
@@ -194,10 +200,10 @@ def test_layers_rows_sort_apart_and_plot_as_points(tmp_path, monkeypatch):
     # Explicit layers that keep every layer are the unpruned model.
     every = _run("all", "0,1,2,3", 0.8, **{"pruning.layers": "[0, 1, 2, 3]"})
     assert list(table([every]).strategy) == ["none"]
-    assert "| m | pretrained | layers | 2 | 0 3 |" in report.markdown(df)
+    assert "| m | pretrained | layers | 2 | 0 3 |" in markdown(df)
 
     drawn: dict[str, dict[str, object]] = {}
-    finish = report._finish
+    finish = plots._finish
 
     def record(fig, axes, xlabel, title, path):
         assert len(axes) == 1  # one phase, one panel
@@ -205,12 +211,12 @@ def test_layers_rows_sort_apart_and_plot_as_points(tmp_path, monkeypatch):
         drawn[path.name] = dict(zip(labels, handles, strict=True))
         finish(fig, axes, xlabel, title, path)
 
-    monkeypatch.setattr(report, "_finish", record)
-    assert [p.name for p in report.plot(df, tmp_path)] == ["spearman_vs_layers.png",
+    monkeypatch.setattr(plots, "_finish", record)
+    assert [p.name for p in plots.plot(df, tmp_path)] == ["spearman_vs_layers.png",
                                                             "quality_vs_speedup.png"]
     lines = drawn["spearman_vs_layers.png"]
     chosen = lines["m, pretrained: chosen layers"]
-    assert chosen.get_linestyle() == "None" and chosen.get_color() == report.COLORS["layers"]
+    assert chosen.get_linestyle() == "None" and chosen.get_color() == plots.COLORS["layers"]
     assert sorted(zip(chosen.get_xdata(), chosen.get_ydata(), strict=True)) == [(2, 0.5), (2, 0.55)]
     top = lines["m, pretrained: top removed"]  # the top line: its own row, then the unpruned
     assert list(zip(top.get_xdata(), top.get_ydata(), strict=True)) == [(2, 0.6), (4, 0.8)]
@@ -245,9 +251,9 @@ def test_latest_sweep_skips_sweeps_without_a_finished_job(tmp_path, caplog, caps
     failed = _sweep_with_jobs(root, "11-00-00", tracker, ["FAILED", "FAILED"])
     untracked = _sweep_with_jobs(root, "12-00-00", None, [])
     empty = _sweep_with_jobs(root, "13-00-00", tracker, [])
-    with caplog.at_level(logging.INFO, logger="sbert_exp.report"):
+    with caplog.at_level(logging.INFO, logger="sbert_exp.report.cli"):
         assert latest_sweep(root) == good
-    assert [r.getMessage() for r in caplog.records if r.name == "sbert_exp.report"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "sbert_exp.report.cli"] == [
         f"skipping sweep {empty}: no job run",
         f"skipping sweep {untracked}: no parent run (tracking was off)",
         f"skipping sweep {failed}: no finished job run (2 FAILED)"]
@@ -295,7 +301,7 @@ def _frame(rows: list[tuple[float | None, float | None, float | None]]) -> pd.Da
 ])
 def test_pareto_front(rows, front):
     df = _frame(rows)
-    assert report.pareto_front(df).tolist() == front
+    assert board.pareto_front(df).tolist() == front
 
 
 def _job(run_id: str, strategy: str, kept: str, sts: float, speedup: float,
@@ -328,7 +334,7 @@ def _jobs(folder: Path) -> list[dict]:
 
 
 def test_candidates_are_saved_models_and_exports(tmp_path):
-    models = report.candidates(table(_jobs(tmp_path)))
+    models = board.candidates(table(_jobs(tmp_path)))
     # ... and, last, the base model as it is (its STSb logged by every job; speedup 1).
     assert list(zip(models.strategy, models.keep, models.form, strict=True)) == [
         ("top", 2, "model"), ("top", 2, "onnx_int8"), ("bottom", 2, "model"),
@@ -344,7 +350,7 @@ def test_candidates_are_saved_models_and_exports(tmp_path):
         str(tmp_path / "0_u" / "model"), None]
     assert models.base_pct.tolist() == pytest.approx([87.5, 86.25, 75.0, 93.75, 100.0, 100.0])
     # The base without a size counts as the largest: the unpruned run, as good, beats it.
-    assert report.pareto_front(models).tolist() == [True, True, False, True, True, False]
+    assert board.pareto_front(models).tolist() == [True, True, False, True, True, False]
 
 
 @pytest.mark.parametrize(("budget", "chosen"), [
@@ -356,15 +362,15 @@ def test_candidates_are_saved_models_and_exports(tmp_path):
     ({"min_sts": 0.8, "min_speedup": 1}, ("none", 4, "model")),
 ])
 def test_recommend_within_a_budget(tmp_path, budget, chosen):
-    models = report.candidates(table(_jobs(tmp_path)))
-    row = models.loc[report.recommend(models, report.pareto_front(models),
-                                      report.Budget(**budget))]
+    models = board.candidates(table(_jobs(tmp_path)))
+    row = models.loc[board.recommend(models, board.pareto_front(models),
+                                      board.Budget(**budget))]
     assert (row.strategy, row.keep, row.form) == chosen
 
 
 def test_recommend_breaks_sts_ties_by_speed_then_size():
     models = _frame([(0.8, 1.0, 50), (0.8, 2.0, 90), (0.8, 2.0, 60), (0.7, 3.0, 10)])
-    assert report.recommend(models, report.pareto_front(models)) == 2
+    assert board.recommend(models, board.pareto_front(models)) == 2
 
 
 @pytest.mark.parametrize(("budget", "closest"), [
@@ -374,10 +380,10 @@ def test_recommend_breaks_sts_ties_by_speed_then_size():
     ({"max_mb": 85, "min_sts": 0.78}, "m top keep 3 sts: 0.7500 STSb, 80.0 MB (fp32 params), 1.3x"),
 ])
 def test_a_budget_no_model_meets_names_the_closest(tmp_path, budget, closest):
-    models = report.candidates(table(_jobs(tmp_path)))
-    limits = report.Budget(**budget)
+    models = board.candidates(table(_jobs(tmp_path)))
+    limits = board.Budget(**budget)
     with pytest.raises(UserError) as raised:
-        report.recommend(models, report.pareto_front(models), limits)
+        board.recommend(models, board.pareto_front(models), limits)
     assert str(raised.value) == (f"no run of the sweep meets {limits.flags()} (closest: "
                                  f"{closest}): loosen the budget")
 
@@ -391,8 +397,8 @@ def _fake_sweep(tmp_path: Path, monkeypatch) -> tuple[Path, list]:
     (sweep_dir / SWEEP_FILE).write_text(json.dumps({
         "parent_run_id": "parent", "tracking_uri": "sqlite:///unused.db", "experiment": "tests"}))
     attached: list = []
-    monkeypatch.setattr(report, "child_runs", lambda uri, parent: runs)
-    monkeypatch.setattr(report, "log_artifacts",
+    monkeypatch.setattr(cli, "child_runs", lambda uri, parent: runs)
+    monkeypatch.setattr(cli, "log_artifacts",
                         lambda uri, run_id, paths, where: attached.extend(paths))
     return sweep_dir, attached
 
@@ -409,7 +415,7 @@ def test_ship_section_plot_and_recommendation(tmp_path, monkeypatch, capsys):
                                           "quality_vs_speedup.png", "pareto.png",
                                           "recommendation.json"]
     md = (sweep_dir / "report.md").read_text()
-    assert md.startswith(report.markdown(table(_jobs(sweep_dir))) + "\n")
+    assert md.startswith(markdown(table(_jobs(sweep_dir))) + "\n")
     section = md.split("## Which model to ship\n\n")[1].splitlines()
     assert section[2:5] == [
         "| base | strategy | keep | phase | form | vocab size | STSb | % of base | speedup | "
@@ -433,12 +439,12 @@ def test_ship_section_plot_and_recommendation(tmp_path, monkeypatch, capsys):
 
 
 def test_pareto_plot_rings_the_front_and_circles_the_choice(tmp_path, monkeypatch):
-    models = report.candidates(table(_jobs(tmp_path)))
-    front = report.pareto_front(models)
+    models = board.candidates(table(_jobs(tmp_path)))
+    front = board.pareto_front(models)
     drawn: dict[str, object] = {}
     monkeypatch.setattr("matplotlib.figure.Figure.savefig",
                         lambda fig, path, **kw: drawn.update(fig=fig, path=path))
-    report.plot_pareto(models, front, 1, tmp_path / "pareto.png")
+    plots.plot_pareto(models, front, 1, tmp_path / "pareto.png")
     ax = drawn["fig"].axes[0]
     handles, labels = ax.get_legend_handles_labels()
     refs = "references (what you could ship instead)"
@@ -512,12 +518,12 @@ def test_recommended_logged_model_is_registered(tmp_path, capsys):
     # An MLflow 3 logged model (models:/m-...): a new version, the alias moves to it.
     logged = client.create_logged_model(experiment, name="model", source_run_id=job)
     client.log_model_artifacts(logged.model_id, str(dummy))
-    assert report.register(uri, f"models:/{logged.model_id}", "tests-m") == "2"
+    assert registry.register(uri, f"models:/{logged.model_id}", "tests-m") == "2"
     moved = client.get_model_version_by_alias("tests-m", "recommended")
     assert (int(moved.version), moved.run_id) == (2, job)
     assert moved.source == client.get_logged_model(logged.model_id).artifact_location
     with pytest.raises(UserError, match="cannot register the logged model runs:/.*/nothing"):
-        report.register(uri, f"runs:/{job}/nothing", "tests-m")
+        registry.register(uri, f"runs:/{job}/nothing", "tests-m")
 
 
 def _language_jobs(folder: Path) -> list[dict]:
@@ -533,27 +539,27 @@ def _language_jobs(folder: Path) -> list[dict]:
 def test_metric_chooses_the_front_and_the_model_by_a_language(tmp_path):
     df = table(_language_jobs(tmp_path))
     assert df["bitext/en-hi/accuracy"].tolist() == [0.85, 0.90, 0.70, 0.88]
-    by_sts = report.candidates(df)
+    by_sts = board.candidates(df)
     assert by_sts.score.tolist() == by_sts.sts.tolist()
-    models = report.candidates(df, "bitext/en-hi/accuracy")
+    models = board.candidates(df, "bitext/en-hi/accuracy")
     assert models["bitext/en-hi/accuracy"].tolist() == [0.85, 0.84, 0.90, 0.70, 0.88, 0.88]
     assert models.score.tolist() == [0.85, 0.84, 0.90, 0.70, 0.88, 0.88]
     assert models.score_base.tolist() == [0.88] * 6  # each candidate's own base, exports too
     # bottom keep 2 (0.90, 1.9x, 60 MB) dominates top keep 2's model, top keep 3 and the
     # unpruned model; the int8 export stays for its speed and size.
-    front = report.pareto_front(models)
+    front = board.pareto_front(models)
     assert front.tolist() == [False, True, True, False, False, False]
-    row = models.loc[report.recommend(models, front)]
+    row = models.loc[board.recommend(models, front)]
     assert (row.strategy, row.keep, row.form) == ("bottom", 2, "model")
-    line = report.recommendation_line(row, report.Budget(), None,
-                                      report.metric_label(models))
+    line = ship.recommendation_line(row, board.Budget(), None,
+                                      board.metric_label(models))
     assert line.startswith("recommended (no budget: the highest bitext/en-hi/accuracy): m bottom "
                            "keep 2 sts: 0.6000 STSb, 0.9000 en-hi acc, 60.0 MB, 1.9x (102.3% of "
                            "base on bitext/en-hi/accuracy); ")
     with pytest.raises(UserError, match=r"^--metric agreement/mr/spearman: no run of the sweep "
                                         r"logged it: choose sts, bitext/en-hi/accuracy$"):
-        report.candidates(df, "agreement/mr/spearman")
-    md = report.markdown(df).splitlines()
+        board.candidates(df, "agreement/mr/spearman")
+    md = markdown(df).splitlines()
     assert md[0].endswith("| en-hi acc |") and md[2].endswith("| 0.8500 |")
     assert "en-hi acc: bitext/en-hi/accuracy; the base model as it is: m 0.8800." in md
 
@@ -565,18 +571,18 @@ def test_the_base_as_it_is_is_on_the_board_and_wins_when_nothing_trained_beats_i
             _job("u", "top", "0,1,2,3", 0.79, 1.0, disk=96.0)]
     for run in runs:
         run["metrics"].update(base)
-    models = report.candidates(table(runs))
+    models = board.candidates(table(runs))
     assert list(zip(models.form, models.sts, models.speed, models.mb, strict=True))[-1] == (
         "as_is", 0.80, 1.0, 100.0)
-    front = report.pareto_front(models)
+    front = board.pareto_front(models)
     assert front.tolist() == [True, True, True]  # u is smaller than the base: on the front
-    assert report.no_gain(models).tolist() == [False, True, False]
-    row = models.loc[report.recommend(models, front)]
+    assert board.no_gain(models).tolist() == [False, True, False]
+    row = models.loc[board.recommend(models, front)]
     assert row.form == "as_is"
-    assert report.recommendation_line(row, report.Budget()) == (
+    assert ship.recommendation_line(row, board.Budget()) == (
         "recommended (no budget: the highest STSb): m as it is (the base model: no pruning, no "
         "training): 0.8000 STSb, 100.0 MB, 1.0x; no model the sweep trained scores higher: use "
         "base_model=m as it is, no pruning needed")
     # Within 98 MB the base is out; u fits but scores below it at no gain: never recommended.
-    row = models.loc[report.recommend(models, front, report.Budget(max_mb=98))]
+    row = models.loc[board.recommend(models, front, board.Budget(max_mb=98))]
     assert (row.strategy, row.keep, row.form) == ("top", 2, "model")

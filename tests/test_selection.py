@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, mlflow_runs, run_tiny_job, tiny_overrides
-from sbert_exp import importance, modeling, selection
 from sbert_exp.errors import ConfigError
-from sbert_exp.pipeline import check
+from sbert_exp.job import layers as selection
+from sbert_exp.job.checks import check
+from sbert_exp.model import modeling
+from sbert_exp.pruning import importance
 
 STS_DEV = [("a man is playing a guitar", "a man plays the guitar", 4.6),
            ("a woman is slicing an onion", "a woman is cutting an onion", 4.2),
@@ -25,7 +27,7 @@ STS_DEV = [("a man is playing a guitar", "a man plays the guitar", 4.6),
 
 @pytest.fixture(autouse=True)
 def _own_score_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(selection, "cache_root", lambda: tmp_path / "layer_scores")
+    monkeypatch.setattr(selection, "SCORES", selection.SCORES.moved(tmp_path))
 
 
 def _overrides(tiny_bert: Path, tmp_path: Path, *more: str) -> list[str]:
@@ -55,7 +57,7 @@ def test_block_influence_keeps_the_highest_scoring_layers_and_caches(tiny_bert, 
                            "pruning.strategy=block_influence")
     expected = importance.keep_highest(importance.block_influence(
         *_hidden(tiny_bert, tmp_path, overrides)), 3)
-    caplog.set_level(logging.INFO, logger="sbert_exp.selection")
+    caplog.set_level(logging.INFO, logger="sbert_exp.job.layers")
     _job(overrides, tmp_path / "a")
     client, run = _last_run(tmp_path)
     assert run.data.params["pruning.kept_layers"] == ",".join(map(str, expected))
@@ -100,7 +102,7 @@ def test_greedy_dev_follows_the_dev_spearman(tiny_bert, tmp_path):
     model = modeling.load_base(cfg.base_model, "cpu", checked.model_path)
 
     def spearman(kept: list[int]) -> float:
-        from sbert_exp import evaluation
+        from sbert_exp.training import evaluation
 
         with modeling.layers_view(model, kept):
             return evaluation.sts_scores(model, checked.data.sts_dev, 64)["spearman_cosine"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import compose, tiny_overrides
-from sbert_exp import modeling, teacher
+from sbert_exp.model import modeling
+from sbert_exp.training import teacher
 
 SENTENCES = [f"a man plays the guitar {i}" for i in range(40)] + ["two dogs run"] * 3
 
@@ -17,7 +18,7 @@ SENTENCES = [f"a man plays the guitar {i}" for i in range(40)] + ["two dogs run"
 @pytest.fixture
 def setup(tiny_bert, tmp_path, monkeypatch):
     root = tmp_path / "teacher_embeddings"
-    monkeypatch.setattr(teacher, "cache_root", lambda: root)
+    monkeypatch.setattr(teacher, "STORES", teacher.STORES.moved(root.parent))
     monkeypatch.setattr(teacher, "CHUNK", 16)
     base = compose(tiny_overrides(tiny_bert, tmp_path))[0].base_model
     model = modeling.load_base(base, "cpu", str(tiny_bert))
@@ -35,7 +36,7 @@ def _store(root: Path) -> teacher.Store:
 
 
 def test_rows_are_the_models_embeddings_in_the_sentences_order(setup, caplog):
-    caplog.set_level(logging.INFO, logger="sbert_exp.teacher")
+    caplog.set_level(logging.INFO, logger="sbert_exp.training.teacher")
     _, _, model, root = setup
     got = _get(setup, SENTENCES)
     assert got.computed and got.encoded == 41  # 40 + one distinct repeated sentence

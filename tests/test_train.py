@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SMALL_STS_TEST, compose, tiny_overrides
-from sbert_exp.pipeline import run_job
-from sbert_exp.tracking import flatten
+from sbert_exp.job.run import run_job
+from sbert_exp.tracking.runs import flatten
+from sbert_exp.tracking.store import LOCKS
 
 # The documented metric names (README, "Metrics") of a job with phase=nli_sts.
 NLI_STS_METRICS = {
@@ -60,7 +61,7 @@ def test_tiny_job_writes_metrics_and_one_mlflow_run(tiny_bert, tmp_path):
     assert set(on_disk) == NLI_STS_METRICS
     assert on_disk == pytest.approx(metrics)
     assert on_disk["model/num_layers"] == 3
-    from sbert_exp.modeling import disk_mb
+    from sbert_exp.model.modeling import disk_mb
 
     assert on_disk["base_model/disk_mb"] == pytest.approx(disk_mb(tiny_bert))  # what it loads
     assert on_disk["train_nli/pairs"] == 48 and on_disk["train_sts/pairs"] == 32
@@ -97,7 +98,7 @@ def test_tiny_job_writes_metrics_and_one_mlflow_run(tiny_bert, tmp_path):
 
 
 def test_failed_stage_marks_the_run_failed(tiny_bert, tmp_path, monkeypatch):
-    from sbert_exp import training
+    from sbert_exp.training import stages as training
 
     def boom(*args, **kwargs):
         raise RuntimeError("out of memory (simulated)")
@@ -180,6 +181,7 @@ def _by_parent(runs):
     return parents, children
 
 
+@pytest.mark.slow
 def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
     overrides = [*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "phase.sts.max_pairs=16",
                  "pruning.keep=1,12", "pruning.strategy=top,bottom"]
@@ -236,6 +238,7 @@ def test_multirun_sweep_one_parent_dedupe_and_resume(tiny_bert, tmp_path):
     assert reused[0].data.tags["sbert_exp.reused_from"] in kids  # this sweep's own run
 
 
+@pytest.mark.slow
 def test_parallel_jobs_with_one_config_train_it_once(tiny_bert, tmp_path):
     """With the joblib launcher both keep=12 jobs start at once; the config lock makes one wait."""
     proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="sts"),
@@ -250,9 +253,34 @@ def test_parallel_jobs_with_one_config_train_it_once(tiny_bert, tmp_path):
     assert len(reused) == 1
     assert [r.info.run_id for r in kids if r not in reused] == [
         reused[0].data.tags["sbert_exp.reused_from"]]
-    assert len(list((tmp_path / "sweep" / ".locks").glob("*.lock"))) == 1
+    assert len(list((tmp_path / LOCKS).glob("*.lock"))) == 1  # beside the store
 
 
+@pytest.mark.slow
+def test_two_sweeps_started_together_in_two_folders_train_a_config_once(tiny_bert, tmp_path):
+    """The config lock sits beside the store, not in a sweep's folder: two sweeps that log to
+    one store, started at the same moment from different folders, train the config once."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    overrides = [*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "pruning.keep=2",
+                 "save_model=false"]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "sbert_exp.train", "-m", *overrides,
+         f"hydra.sweep.dir={tmp_path / name}"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [e[-2000:] for e in errors]
+    _, runs = _runs(tmp_path / "mlflow.db", "tests")
+    parents, children = _by_parent(runs)
+    jobs = [r for p in parents for r in children[p.info.run_id]]
+    assert len(parents) == 2 and len(jobs) == 2
+    trained = [r for r in jobs if "sbert_exp.reused_from" not in r.data.tags]
+    assert len(trained) == 1
+    assert [r.data.tags.get("sbert_exp.reused_from") for r in jobs if r not in trained] == [
+        trained[0].info.run_id]
+
+
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_with_what_is_missing(tiny_bert, tmp_path):
     import signal
     import time
@@ -299,7 +327,8 @@ def test_exception_in_training_fails_only_that_job(tiny_bert, tmp_path, monkeypa
     """In-process sweep (basic launcher): the first job runs out of memory, the second runs."""
     import torch
 
-    from sbert_exp import train, training
+    from sbert_exp import train
+    from sbert_exp.training import stages as training
 
     real, calls = training.train_sts, []
 
@@ -337,6 +366,7 @@ def test_exception_in_training_fails_only_that_job(tiny_bert, tmp_path, monkeypa
     assert (tmp_path / "sweep" / "1_tiny_bert_pretrained_top_keep2" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_sweep_with_a_job_that_fails_its_checks_runs_nothing(tiny_bert, tmp_path):
     """Every job is checked before the sweep writes or logs anything: one line, no parent run."""
     proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="none"),
@@ -350,6 +380,7 @@ def test_sweep_with_a_job_that_fails_its_checks_runs_nothing(tiny_bert, tmp_path
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_wrong_depth_of_a_local_model_is_found_before_the_sweep(tiny_bert, tmp_path):
     proc = _sweep(tmp_path, "sweep", *tiny_overrides(tiny_bert, tmp_path, phase="none"),
                   "base_model.num_layers=6", "pruning.keep=2,3")
@@ -394,7 +425,7 @@ def test_log_model_fills_the_models_and_dataset_columns(tiny_bert, tmp_path):
     import mlflow.sentence_transformers
     from sentence_transformers import SentenceTransformer
 
-    from sbert_exp.tracking import EXPERIMENT_KIND_TAG, LOGGED_MODEL_TAG
+    from sbert_exp.tracking.tags import EXPERIMENT_KIND_TAG, LOGGED_MODEL_TAG
 
     _job([*tiny_overrides(tiny_bert, tmp_path, phase="none"), "pruning.keep=2",
           "eval.speed_rounds=0", "tracking.log_model=true"], tmp_path / "job")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sbert_exp.errors import ConfigError
-from sbert_exp.modeling import hf_model
-from sbert_exp.vocab import TrimResult, trim, trim_tokenizer, used_token_ids
+from sbert_exp.model.modeling import hf_model
+from sbert_exp.model.vocab import TrimResult, trim, trim_tokenizer, used_token_ids
 
 ENGLISH = ["A man is playing a guitar.", "Two dogs are running on the beach!",
            "A woman is slicing an onion.", "The girl is riding a horse, outside."]
@@ -318,7 +318,7 @@ def test_real_e5_tokenizer_tokenizes_the_corpus_the_same_after_trimming():
     """The embedded multilingual e5_small tokenizer (250,002 pieces), on prefixed sentences."""
     from transformers import AutoTokenizer
 
-    from sbert_exp.assets import cache_dir
+    from sbert_exp.data.assets import cache_dir
 
     path = cache_dir() / "e5_small"
     if not (path / "tokenizer.json").is_file():
@@ -346,6 +346,7 @@ def _vocab_job(tiny_bert: Path, tmp_path: Path, name: str, *more: str) -> dict[s
                          "eval.speed_rounds=0", *more], tmp_path / name)
 
 
+@pytest.mark.slow
 def test_vocab_corpus_job_trims_and_saves_a_model_with_the_same_embeddings(tiny_bert, tmp_path):
     """A corpus file of three sentences: the saved model keeps their tokens and the special
     ones, and embeds them bit-identically to the untrimmed pruned model."""
@@ -383,8 +384,8 @@ def test_vocab_corpus_job_trims_and_saves_a_model_with_the_same_embeddings(tiny_
 ], ids=["missing", "empty", "min_count", "no_text"])
 def test_bad_vocab_input_is_one_line_before_any_model_loads(more, message, tiny_bert, tmp_path,
                                                             monkeypatch):
-    from sbert_exp import modeling
     from sbert_exp.errors import UserError
+    from sbert_exp.model import modeling
 
     monkeypatch.setattr(modeling, "load_base", lambda *a, **k: pytest.fail("model loaded"))
     (tmp_path / "empty.txt").write_text("\n \n")
@@ -397,7 +398,7 @@ def test_bad_vocab_input_is_one_line_before_any_model_loads(more, message, tiny_
 
 def test_bpe_base_model_is_refused_from_its_files(tiny_roberta, tmp_path, monkeypatch):
     from conftest import run_tiny_job, tiny_overrides
-    from sbert_exp import modeling
+    from sbert_exp.model import modeling
 
     monkeypatch.setattr(modeling, "load_base", lambda *a, **k: pytest.fail("model loaded"))
     overrides = [o if not o.startswith("base_model.location=")

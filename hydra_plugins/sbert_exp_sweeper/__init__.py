@@ -1,7 +1,7 @@
 """Hydra loads sweepers only from classes defined in the hydra_plugins namespace."""
 
-from sbert_exp.sweeper import TrackedSweeper as _TrackedSweeper
+from sbert_exp.job.sweeper import TrackedSweeper as _TrackedSweeper
 
 
 class TrackedSweeper(_TrackedSweeper):
-    """sbert_exp.sweeper.TrackedSweeper, under the module name Hydra requires of plugins."""
+    """sbert_exp.job.sweeper.TrackedSweeper, under the module name Hydra requires of plugins."""

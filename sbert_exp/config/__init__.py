@@ -1,0 +1,1 @@
+"""Typed config schemas: the dataclasses every Hydra group is checked against."""

@@ -1,0 +1,97 @@
+"""What a job's result depends on: its config, device, precision, package versions, file contents.
+
+Two jobs with the same fingerprint compute the same numbers, so a finished run is reused only
+when its fingerprint matches. Every part is logged as a `fingerprint.*` param, so a user can
+see why two runs did or did not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from sbert_exp.config.schema import SplitConfig, TrainConfig
+from sbert_exp.data import languages
+from sbert_exp.data.digests import file_digest, model_digest, split_digest
+from sbert_exp.model.modeling import precision
+from sbert_exp.utils.versions import versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    key: str  # digest of everything below; the reuse key
+    parts: dict[str, str]  # fingerprint.* params: device, precision, versions, content digests
+
+
+# ------------------------------------------------------------------ file contents
+
+
+def read_splits(cfg: TrainConfig) -> dict[str, SplitConfig]:
+    """The dataset splits a job reads, by name: the ones its config holds (`to_train_config`
+    sets the others to null)."""
+    return {f.name: getattr(cfg.dataset, f.name) for f in fields(cfg.dataset)
+            if isinstance(getattr(cfg.dataset, f.name), SplitConfig)}
+
+
+def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
+                model_path: str) -> Fingerprint:
+    """The reuse key of a job and its parts.
+
+    The kept layers stand for keep/strategy/layers, so keep=all is one key for every strategy;
+    tracking, saving and `force` do not change results and are left out.
+    """
+    parts = {"device": device.split(":")[0], "precision": precision(device)}
+    parts.update({f"version.{name}": v for name, v in versions().items()})
+    parts["model"] = model_digest(cfg.base_model, model_path)
+    for name, split in read_splits(cfg).items():
+        parts[f"data.{name}"] = split_digest(split, f"dataset.{name}")
+    if cfg.phase.distill is not None and cfg.phase.distill.sentences_file is not None:
+        parts["data.distill_sentences"] = file_digest(Path(cfg.phase.distill.sentences_file)
+                                                      .expanduser())
+    for i, file in enumerate(cfg.phase.distill.files if cfg.phase.distill is not None else []):
+        parts[f"data.distill_files.{i}"] = file_digest(Path(file).expanduser())
+    for i, file in enumerate(cfg.vocab.files if cfg.vocab.name.value == "corpus" else []):
+        parts[f"data.vocab_files.{i}"] = file_digest(Path(file).expanduser())
+    sets = languages.job_sets(cfg)
+    for name in sets:
+        parts[f"data.language.{name}"] = file_digest(languages.set_path(
+            name, cfg.eval.language_files))
+    texts = [*(cfg.phase.distill.text if cfg.phase.distill is not None else {}),
+             *(cfg.vocab.text if cfg.vocab.name.value == "corpus" else [])]
+    for name in dict.fromkeys(texts):
+        parts[f"data.text.{name}"] = file_digest(languages.text_path(name))
+    # Layers a scored strategy chooses are known after loading: the recipe stands for them.
+    layers = kept if kept is not None else {
+        "strategy": cfg.pruning.strategy.value, "keep": cfg.pruning.keep,
+        "calibration": asdict(cfg.pruning.calibration)}
+    config = {
+        "base_model": asdict(cfg.base_model), "kept_layers": layers, "phase": asdict(cfg.phase),
+        "dataset": asdict(cfg.dataset), "eval": asdict(cfg.eval), "seed": cfg.seed,
+    }
+    # Settings added later count only when they differ from what came before them, so that
+    # earlier runs keep their keys.
+    if cfg.vocab.name.value != "none":
+        config["vocab"] = asdict(cfg.vocab)
+    if cfg.export.value != "none":
+        config["export"] = cfg.export.value
+    if config["phase"]["sts"] is not None and config["phase"]["sts"]["loss"] == "cosine":
+        del config["phase"]["sts"]["loss"]
+    # The language sets: which ones the job evaluates, not where the names came from.
+    del config["base_model"]["languages"]
+    del config["eval"]["languages"], config["eval"]["language_files"]
+    if sets:
+        config["languages"] = {name: cfg.eval.language_files.get(name, "embedded")
+                               for name in sets}
+    if config["phase"]["distill"] is not None and not config["phase"]["distill"]["text"]:
+        del config["phase"]["distill"]["text"]
+    if config["phase"]["distill"] is not None and not config["phase"]["distill"]["files"]:
+        del config["phase"]["distill"]["files"]
+    if "vocab" in config and not config["vocab"]["text"]:
+        del config["vocab"]["text"]
+    text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)
+    return Fingerprint(key=hashlib.sha256(text.encode()).hexdigest()[:20], parts=parts)

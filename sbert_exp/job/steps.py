@@ -1,0 +1,269 @@
+"""One job's steps once its run is open: load, choose layers, measure the base, prune, train
+stage by stage, evaluate, save, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from sbert_exp.config.schema import (
+    ExportBackend,
+    Init,
+    Source,
+    TrainConfig,
+    VocabKind,
+)
+from sbert_exp.data import languages
+from sbert_exp.data.readers import (
+    resolve_path,
+)
+from sbert_exp.job import layers as selection
+from sbert_exp.job.checks import Checked
+from sbert_exp.job.fingerprint import Fingerprint, read_splits
+from sbert_exp.job.inputs import JobData, distinct_sentences, eval_batch_size
+from sbert_exp.model import export, modeling, vocab
+from sbert_exp.pruning.strategies import STRATEGIES
+from sbert_exp.tracking.runs import Run
+from sbert_exp.tracking.tags import MODEL_DIR_TAG
+from sbert_exp.training import evaluation, teacher
+from sbert_exp.training import stages as training
+from sbert_exp.utils.atomic import atomic_dir, write_text
+
+log = logging.getLogger(__name__)
+
+
+def language_teacher(cfg: TrainConfig, checked: Checked, device: str, batch_size: int,
+                      loaded=None) -> dict:
+    """Sentence -> the teacher's embedding, for every sentence of the job's language sets (from
+    the teacher's store; `loaded`: see `teacher.embeddings`). Empty when the job has none."""
+    sets = checked.data.languages
+    if not sets:
+        return {}
+    sentences = list(dict.fromkeys(s for one in sets for s in one.sentences))
+    found = teacher.embeddings(cfg.base_model, checked.model_path, device, sentences,
+                               batch_size, loaded=loaded, purpose="language sets").embeddings
+    return dict(zip(sentences, found, strict=True))
+
+
+SPLIT_CONTEXT = {"nli_train": "training", "sts_train": "training", "sts_dev": "validation",
+                 "nli_test": "evaluation", "sts_test": "evaluation"}
+
+
+def datasets_of(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, str]]:
+    """(name, digest, source, context) of each split the job reads, for the run's inputs."""
+    found = []
+    for name, split in read_splits(cfg).items():
+        digest = fp.parts.get(f"data.{name}")
+        if digest is None:
+            continue
+        source = (split.location if split.source is Source.hub
+                  else str(resolve_path(split, f"dataset.{name}")))
+        found.append((f"{cfg.dataset.name}/{name}", digest, source, SPLIT_CONTEXT[name]))
+    return found
+
+
+def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
+            batch_size: int, lang_teacher: dict) -> dict[str, float]:
+    """Export the saved model, score the export on STS test and the language sets, and time it
+    against the unpruned fp32 base model: same sentences, same process, alternating rounds, on
+    the CPU (ONNX Runtime and torch's int8 kernels run there)."""
+    started = time.perf_counter()
+    folder = export.export(output_dir / "model", cfg.export, output_dir / f"model_{cfg.export}")
+    seconds = time.perf_counter() - started
+    served = export.load(folder)
+    metrics = {f"export/sts_test/{k}": v
+               for k, v in evaluation.sts_scores(served, data.sts_test, batch_size).items()}
+    metrics.update({f"export/{k}": v for k, v in languages.scores(
+        served, data.languages, lang_teacher, batch_size).items()})
+    if cfg.eval.speed_rounds:
+        pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
+        unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
+        sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
+        best = evaluation.best_encode_seconds({"unpruned": unpruned, "export": served},
+                                              sentences, batch_size, cfg.eval.speed_rounds)
+        metrics.update({"export/sentences_per_s": len(sentences) / best["export"],
+                        "export/speedup_vs_unpruned": best["unpruned"] / best["export"]})
+    metrics.update({"export/disk_mb": modeling.disk_mb(folder), "export/seconds": seconds})
+    return metrics
+
+
+def choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int, run: Run,
+                   output_dir: Path) -> selection.Choice:
+    """Score the loaded base model's layers (once per model and calibration set: cached) and
+    keep the best; the scores go to MLflow as a metric history and a bar chart."""
+    p, fp = cfg.pruning, checked.fingerprint
+    data = checked.data
+    calibration = data.calibration if data.calibration is not None else [
+        f"{a}\t{b}\t{s}" for a, b, s in zip(data.sts_dev["sentence1"], data.sts_dev["sentence2"],
+                                            data.sts_dev["score"], strict=True)]
+    # What the scores depend on: not the training data or phase, so one sweep scores once.
+    model_parts = {k: v for k, v in fp.parts.items() if not k.startswith("data.")}
+    key = selection.cache_key(model_parts, cfg.base_model.init.value, cfg.seed,
+                              cfg.base_model.prefix, cfg.base_model.max_seq_length,
+                              batch_size, calibration)
+    choice = selection.choose(model, p.strategy, p.keep, sentences=data.calibration,
+                              dev=data.sts_dev, batch_size=batch_size, cache_key=key)
+    run.log_params({"pruning.kept_layers": ",".join(map(str, choice.kept))})
+    name = STRATEGIES[p.strategy].score_metric
+    for step, score in enumerate(choice.scores):
+        run.log_metrics({name: score}, step=step)
+    from sbert_exp.job.layers import plot_layer_scores
+
+    chart = plot_layer_scores(p.strategy.value, choice.scores, choice.kept,
+                              output_dir / "layer_scores.png")
+    run.log_artifact(chart)
+    return choice
+
+
+class Recorder:
+    """The job's metrics: each one logged to its run (with a step), kept, and logged as a line."""
+
+    def __init__(self, run: Run):
+        self.run, self.metrics = run, {}
+
+    def __call__(self, new: dict[str, float], step: int = 0) -> None:
+        self.metrics.update(new)
+        self.run.log_metrics(new, step=step)
+        for name, value in new.items():
+            log.info("%s = %.4f", name, value)
+
+
+def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run: Run,
+                       started: float) -> dict[str, float]:
+    """The job's steps in order; returns its metrics (also in output_dir/metrics.json)."""
+    from transformers import set_seed
+
+    data, device = checked.data, checked.device
+    bs = eval_batch_size(cfg.eval.batch_size, device)
+    set_seed(cfg.seed)
+    record = Recorder(run)
+
+    # 2. Load the base model; choose its layers by their scores if the strategy says so.
+    model = modeling.load_base(cfg.base_model, device, checked.model_path, cfg.seed)
+    kept = checked.kept
+    if kept is None:
+        choice = choose_layers(cfg, checked, model, bs, run, output_dir)
+        kept = choice.kept
+        record({"time/layer_choice_s": choice.seconds})
+    # A pretrained student is the teacher until it is pruned; a random-init one needs it loaded.
+    unpruned = model if cfg.base_model.init is Init.pretrained else None
+    targets = None  # the distillation targets: the unpruned pretrained model's embeddings
+    if cfg.phase.distill is not None:
+        targets = teacher.embeddings(cfg.base_model, checked.model_path, device, data.distill,
+                                     bs, loaded=unpruned, purpose="distillation").embeddings
+    lang_teacher = _measure_base(cfg, checked, unpruned, bs, record)
+    if cfg.eval.speed_rounds:  # the model whole and pruned, timed on the same sentences
+        sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
+        speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
+        record({f"speed/{k}": v for k, v in speed.items()})
+
+    # 3. Prune in place; trim the vocabulary and freeze the embeddings if asked.
+    _prune(cfg, data, model, kept, record)
+    # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
+    _stages(cfg, data, model, targets, lang_teacher, bs, run, record)
+    # 5. Save the pruned, fine-tuned model and the metrics.
+    if cfg.save_model:
+        with atomic_dir(output_dir / "model") as work:
+            model.save(str(work))
+        run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
+        record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
+        if cfg.export is not ExportBackend.none:
+            record(export_and_score(cfg, checked, output_dir, data, bs, lang_teacher))
+    record({"time/total_s": time.perf_counter() - started})
+    write_text(output_dir / "metrics.json",
+               json.dumps(record.metrics, indent=2, sort_keys=True))
+    run.log_artifact(output_dir / "metrics.json")
+    run.log_artifact(output_dir / ".hydra", "hydra")
+    if cfg.tracking.log_model:
+        run.log_model(model, cfg.tracking.uri)
+    return record.metrics
+
+
+def _measure_base(cfg: TrainConfig, checked: Checked, unpruned, bs: int,
+                  record: Recorder) -> dict:
+    """The unpruned pretrained base as it is, the reference a shipped model is measured
+    against: its STS test scores, folder size and language-set scores, all from the teacher's
+    embeddings (cached: a sweep encodes them once per base model). Returns the teacher's
+    embeddings of the language sets' sentences."""
+    data = checked.data
+    test_sentences = distinct_sentences(data.sts_test)
+    reference = teacher.embeddings(cfg.base_model, checked.model_path, checked.device,
+                                   test_sentences, bs, loaded=unpruned,
+                                   purpose="STS test reference")
+    scores = evaluation.sts_from_embeddings(
+        dict(zip(test_sentences, reference.embeddings, strict=True)), data.sts_test)
+    record({f"base_model/sts_test/{k}": v for k, v in scores.items()})
+    record({"base_model/disk_mb": modeling.disk_mb(Path(checked.model_path))})
+    lang_teacher = language_teacher(cfg, checked, checked.device, bs, loaded=unpruned)
+    if data.languages:
+        record({f"base_model/{loaded.metric}": languages.score(loaded, lang_teacher,
+                                                                lang_teacher)
+                for loaded in data.languages})
+    record({f"data/held_out_removed/{k}": float(v) for k, v in data.held_out_removed.items()})
+    record({f"data/distill_sentences/{k}": float(v) for k, v in data.distill_mix.items()})
+    return lang_teacher
+
+
+def _prune(cfg: TrainConfig, data: JobData, model, kept: list[int], record: Recorder) -> None:
+    modeling.prune(model, kept)
+    if cfg.vocab.name is VocabKind.corpus:
+        started_trim = time.perf_counter()
+        ids = vocab.used_token_ids(model.tokenizer, data.vocab_corpus, cfg.vocab.min_count,
+                                   cfg.vocab.single_chars)
+        vocab.trim(model, ids)
+        record({"time/vocab_trim_s": time.perf_counter() - started_trim})
+    if cfg.phase.freeze_embeddings:
+        modeling.freeze_embeddings(model)
+    counts = modeling.param_counts(model)
+    record({
+        "model/num_layers": float(len(kept)),
+        "model/params_total": float(counts.total),
+        "model/params_embeddings": float(counts.embeddings),
+        "model/params_encoder": float(counts.encoder),
+        "model/params_trainable": float(counts.trainable),
+        "model/size_mb": counts.size_mb,
+        "model/vocab_size": float(modeling.hf_model(model).get_input_embeddings().num_embeddings),
+    })
+
+
+def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict, bs: int,
+            run: Run, record: Recorder) -> None:
+    """The stages in a fixed order, NLI, distillation, STS, each evaluated after it (with
+    eval.every_stage=false only after the last); each evaluation has its own step: 0 before
+    training, 1 after NLI, 2 after distillation, 3 after STS."""
+
+    def eval_sts(tag: str, step: int) -> None:
+        scores = {f"sts_test/{k}": v
+                  for k, v in evaluation.sts_scores(model, data.sts_test, bs).items()}
+        scores.update(languages.scores(model, data.languages, lang_teacher, bs))
+        record({f"{tag}/{k}": v for k, v in scores.items()})
+        # The unprefixed name always holds the latest score; its history has a step per
+        # evaluation.
+        record(scores, step=step)
+
+    every, phase = cfg.eval.every_stage, cfg.phase
+    nli, distill, sts = phase.nli, phase.distill, phase.sts
+    if every or (nli is None and distill is None and sts is None):
+        eval_sts("before", 0)
+    if nli is not None:
+        classifier, result = training.train_nli(model, data.nli_train, nli,
+                                                cfg.dataset.num_labels, cfg.seed, run.log_metrics)
+        record(result.metrics("nli"))
+        if data.nli_test is not None:
+            acc = evaluation.nli_accuracy(model, classifier, data.nli_test, bs)
+            record({f"nli_test/{k}": v for k, v in acc.items()})
+        if every or (distill is None and sts is None):
+            eval_sts("after_nli", 1)
+    if distill is not None:
+        result = training.train_distill(model, data.distill, targets, distill, cfg.seed,
+                                        run.log_metrics)
+        record(result.metrics("distill"))
+        if every or sts is None:
+            eval_sts("after_distill", 2)
+    if sts is not None:
+        result = training.train_sts(model, data.sts_train, sts, cfg.seed, run.log_metrics)
+        record(result.metrics("sts"))
+        eval_sts("after_sts", 3)

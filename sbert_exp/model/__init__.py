@@ -1,0 +1,1 @@
+"""The model: loading a base, its layers and internals, vocabulary trimming, export."""

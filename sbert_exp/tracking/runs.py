@@ -1,0 +1,314 @@
+"""All MLflow access: one run per job, params from the resolved config, namespaced metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sbert_exp.config.schema import TrackingConfig
+from sbert_exp.errors import ConfigError
+from sbert_exp.tracking.queries import FinishedRun
+from sbert_exp.tracking.store import (
+    alive_owner,
+    artifact_root,
+    create_sqlite_store,
+    owner_tags,
+    sqlite_path,
+    store_lock,
+)
+from sbert_exp.tracking.tags import (
+    CONFIG_KEY_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    HOST_TAG,
+    JOB_TAG,
+    LOGGED_MODEL_TAG,
+    MAX_PARAM_CHARS,
+    MODEL_DIR_TAG,
+    PARENT_TAG,
+    PID_TAG,
+    REUSED_TAG,
+    SWEEP_TAG,
+)
+from sbert_exp.utils.versions import versions
+
+log = logging.getLogger(__name__)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"dotted.key": "value"}; lists stay one value, None is "null"."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        elif value is None:
+            flat[name] = "null"
+        elif isinstance(value, Enum):
+            flat[name] = str(value.value)
+        else:
+            flat[name] = str(value)[:MAX_PARAM_CHARS]
+    return flat
+
+
+class Run:
+    """One MLflow run; a no-op when tracking is disabled."""
+
+    def __init__(self, client: Any, run_id: str | None) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        if self.run_id is None:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            if self.run_id is not None:
+                self._client.set_tag(self.run_id, key, value)
+
+    def log_datasets(self, datasets: Sequence[tuple[str, str, str, str]]) -> None:
+        """Log (name, digest, source, context) as the run's dataset inputs (the Dataset column):
+        `source` a local path or a Hub id, `context` training, calibration or evaluation."""
+        if self.run_id is None or not datasets:
+            return
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(
+            dataset=Dataset(name=name, digest=digest[:36], source_type=kind, source=json.dumps(
+                {"uri": source} if kind == "local" else {"path": source})),
+            tags=[InputTag("mlflow.data.context", context)])
+            for name, digest, source, context in datasets
+            for kind in ["hub" if digest.startswith("hub:") else "local"]]
+        self._client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, model: Any, uri: str) -> str | None:
+        """Log `model` (a SentenceTransformer) under the run with MLflow's sentence_transformers
+        flavor; returns its URI, also set as the run's LOGGED_MODEL_TAG.
+
+        MLflow logs models into the active run of its fluent API only, which ends the run
+        (FINISHED) when it closes: call this last, when the run is done anyway.
+        """
+        if self.run_id is None:
+            return None
+        import mlflow
+        import mlflow.sentence_transformers
+
+        before = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.sentence_transformers.log_model(
+                    model, name="model",
+                    # Pinned as here, instead of MLflow inferring them by loading the model in
+                    # a subprocess.
+                    pip_requirements=[f"{p}=={v}" for p, v in versions(
+                        ("torch", "transformers", "sentence-transformers")).items()])
+        finally:
+            mlflow.set_tracking_uri(before)
+        self.set_tags({LOGGED_MODEL_TAG: info.model_uri})
+        return info.model_uri
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.run_id is None or not path.exists():
+            return
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+_opened: set[str] = set()  # store URIs this process has opened (and so created or migrated)
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.cfg = cfg
+
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        # An explicit client: no process-wide active run or URI to leak between sweep jobs.
+        if self.cfg.uri in _opened:
+            return MlflowClient(tracking_uri=self.cfg.uri)
+        # The first client of a process creates a new SQLite store and runs its migrations:
+        # two processes doing that at once break it ("duplicate column name"). One at a time.
+        with store_lock(self.cfg.uri):
+            create_sqlite_store(self.cfg.uri)
+            client = MlflowClient(tracking_uri=self.cfg.uri)
+            client.search_experiments(max_results=1)
+        _opened.add(self.cfg.uri)
+        return client
+
+    def _store_exists(self) -> bool:
+        """False for a SQLite store not created yet: a lookup must not create it."""
+        db = sqlite_path(self.cfg.uri)
+        return db is None or db.is_file()
+
+    def _experiment_id(self, client: Any) -> str:
+        found = client.get_experiment_by_name(self.cfg.experiment)
+        if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an earlier version
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                          EXPERIMENT_KIND)
+            return found.experiment_id
+        # Parallel jobs may all find no experiment; one creates it, the others wait and reuse.
+        with store_lock(self.cfg.uri):
+            found = client.get_experiment_by_name(self.cfg.experiment)
+            if found is not None:
+                return found.experiment_id
+            try:
+                return client.create_experiment(self.cfg.experiment,
+                                                artifact_location=artifact_root(self.cfg.uri),
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception:
+                # Jobs on other machines do not share our lock: one of them won the race.
+                found = client.get_experiment_by_name(self.cfg.experiment)
+                if found is None:
+                    raise
+                return found.experiment_id
+
+    def _existing_experiment(self) -> tuple[Any, str] | None:
+        """(client, experiment id) when the store and experiment exist; never creates them."""
+        if not self.cfg.enabled or not self._store_exists():
+            return None
+        client = self._client()
+        found = client.get_experiment_by_name(self.cfg.experiment)
+        return None if found is None else (client, found.experiment_id)
+
+    @contextlib.contextmanager
+    def run(self, name: str, tags: Mapping[str, str] | None = None,
+            parent_run_id: str | None = None) -> Iterator[Run]:
+        """A run that ends FINISHED, or FAILED with the error as a tag when the block raises."""
+        if not self.cfg.enabled:
+            yield Run(None, None)
+            return
+        client = self._client()
+        all_tags = {**(tags or {}), **owner_tags()}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id  # how MLflow nests a child under its parent
+        created = client.create_run(self._experiment_id(client), run_name=name, tags=all_tags)
+        run = Run(client, created.info.run_id)
+        log.info("MLflow run %s (%s) in %s", name, run.run_id, self.cfg.uri)
+        try:
+            yield run
+        except BaseException as e:
+            # Marking the run may itself fail (Ctrl-C can leave the store's connection broken
+            # mid-call); the job's own error is what must propagate.
+            with contextlib.suppress(Exception):
+                run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+                client.set_terminated(run.run_id, status="FAILED")
+            raise
+        client.set_terminated(run.run_id, status="FINISHED")
+
+    def start_parent(self, name: str, tags: Mapping[str, str],
+                     resume: str | None = None) -> str | None:
+        """Open the parent run of a sweep (or reopen `resume`); it stays RUNNING until
+        `end_parent`."""
+        if not self.cfg.enabled:
+            return None
+        client = self._client()
+        if resume is not None:
+            try:
+                previous = client.get_run(resume)
+            except Exception:
+                previous = None  # deleted, or another store: start a new parent
+            if previous is not None:
+                owner = previous.data.tags
+                if previous.info.status == "RUNNING" and alive_owner(owner):
+                    raise ConfigError(
+                        f"this sweep folder is in use: its parent run {resume} is RUNNING in "
+                        f"process {owner[PID_TAG]}: wait for it, or choose another hydra.sweep.dir")
+                client.update_run(resume, status="RUNNING")
+                for key, value in owner_tags().items():
+                    client.set_tag(resume, key, value)
+                if "failed_jobs" in owner:  # from the interrupted attempt
+                    client.delete_tag(resume, "failed_jobs")
+                log.info("continuing the sweep's parent run %s", resume)
+                return resume
+        created = client.create_run(self._experiment_id(client), run_name=name,
+                                    tags={**tags, SWEEP_TAG: "parent", **owner_tags()})
+        return created.info.run_id
+
+    def end_parent(self, run_id: str | None, failed: Sequence[str], jobs: int,
+                   failed_jobs: int) -> None:
+        """Close a sweep's parent run with its job counts (columns in the UI's run list)."""
+        if run_id is None:
+            return
+        client = self._client()
+        Run(client, run_id).log_metrics({"sweep/jobs": jobs, "sweep/failed_jobs": failed_jobs})
+        if failed:
+            client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def end_dead_runs(self) -> int:
+        """Mark KILLED the RUNNING runs of this experiment whose process on this host is gone.
+
+        A process killed outright (SIGKILL, power loss) cannot close its runs; the next command
+        does. Runs of other hosts, and runs without owner tags, are left as they are.
+        """
+        opened = self._existing_experiment()
+        if opened is None:
+            return 0
+        client, experiment = opened
+        host = socket.gethostname()
+        running = client.search_runs(
+            [experiment], filter_string=f"attributes.status = 'RUNNING' and "
+                                        f"tags.`{HOST_TAG}` = '{host}'", max_results=10_000)
+        ended = 0
+        for found in running:
+            if alive_owner(found.data.tags):
+                continue
+            pid = found.data.tags.get(PID_TAG)
+            client.set_tag(found.info.run_id, "error",
+                           f"killed: process {pid} on {host} ended without closing this run")
+            client.set_terminated(found.info.run_id, status="KILLED")
+            ended += 1
+        if ended:
+            log.info("marked %d run(s) KILLED: their process on this host is gone", ended)
+        return ended
+
+    def find_finished(self, config_key: str, parent_run_id: str | None = None,
+                      job: int | None = None) -> list[FinishedRun]:
+        """FINISHED job runs with this config key, earliest first (under this parent and with
+        this job number, if given)."""
+        opened = self._existing_experiment()
+        if opened is None:
+            return []
+        client, experiment = opened
+        where = f"tags.`{CONFIG_KEY_TAG}` = '{config_key}' and attributes.status = 'FINISHED'"
+        if parent_run_id:
+            where += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        if job is not None:
+            where += f" and tags.`{JOB_TAG}` = '{job}'"
+        runs = client.search_runs([experiment], filter_string=where,
+                                  order_by=["attributes.start_time ASC"], max_results=1000)
+        return [FinishedRun(run_id=r.data.tags.get(REUSED_TAG, r.info.run_id),
+                            metrics=dict(r.data.metrics),
+                            model_dir=r.data.tags.get(MODEL_DIR_TAG),
+                            kept_layers=r.data.params.get("pruning.kept_layers"),
+                            logged_model=r.data.tags.get(LOGGED_MODEL_TAG)) for r in runs]

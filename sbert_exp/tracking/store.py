@@ -1,0 +1,143 @@
+"""The tracking store: a server's reachability, a SQLite store's file, creation and lock, and
+which process owns a run."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from sbert_exp.config.schema import TrackingConfig
+from sbert_exp.errors import ConfigError
+from sbert_exp.tracking.tags import HOST_TAG, PID_START_TAG, PID_TAG
+from sbert_exp.utils.cache import cache_dir
+
+# MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by
+# default: minutes before an unreachable server is reported. Shorter, unless the user set them.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+for _name, _value in HTTP_SETTINGS.items():
+    os.environ.setdefault(_name, _value)
+
+
+PROBE_TIMEOUT_S = 5.0  # connect and read timeout of the one request that checks a server
+
+
+def check_reachable(cfg: TrackingConfig) -> None:
+    """An HTTP tracking server must answer its /health request; raise one line otherwise.
+
+    One request, no retries: an unreachable server is reported within PROBE_TIMEOUT_S seconds
+    of connect plus read time, before anything is loaded or written.
+    """
+    if not cfg.enabled or not cfg.uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        response = requests.get(cfg.uri.rstrip("/") + "/health",
+                                timeout=(PROBE_TIMEOUT_S, PROBE_TIMEOUT_S))
+        ok = response.status_code < 500
+    except requests.RequestException:
+        ok = False
+    if not ok:
+        raise ConfigError(f"tracking server {cfg.uri} does not answer: start it with "
+                          "make mlflow-server, or use tracking=sqlite")
+
+
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a SQLite store URI (`~` expanded, relative to the working directory as
+    MLflow reads it); None for a tracking server."""
+    return Path(uri[len(SQLITE):]).expanduser() if uri.startswith(SQLITE) else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Keep artifacts beside a SQLite store instead of in whatever directory a job runs from."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.resolve().parent / "mlartifacts").as_uri()
+
+
+def create_sqlite_store(uri: str) -> None:
+    """Create a SQLite store that does not exist yet under a temporary name, migrate it, then
+    move it into place. A process killed while migrating leaves a stray temporary file, not a
+    half-migrated store that every later run fails to open ("table ... already exists").
+    Called with the store's lock held."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    for stale in path.parent.glob(f".{path.name}.new-*"):  # a killed creator's; we hold the lock
+        stale.unlink(missing_ok=True)
+    work = path.with_name(f".{path.name}.new-{os.getpid()}")
+    store = SqlAlchemyStore(f"{SQLITE}{work}", artifact_root(uri))
+    store.engine.dispose()
+    os.replace(work, path)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """A file lock beside a SQLite store (or in the temp dir for servers) around its creation,
+    migration and the creation of experiments in it."""
+    from filelock import FileLock
+
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.resolve().parent
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(tempfile.gettempdir())
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    with FileLock(str(folder / f".sbert_exp-{digest}.lock"), timeout=300):
+        yield
+
+
+def owner_tags() -> dict[str, str]:
+    import psutil
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PID_START_TAG: f"{psutil.Process().create_time():.2f}"}
+
+
+def is_alive(pid: int, started: float) -> bool:
+    """Whether process `pid` still runs and is the one that started at `started` (not a reuse)."""
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except psutil.AccessDenied:
+        return True  # another user's process: it exists
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def alive_owner(tags: Mapping[str, str]) -> bool:
+    """Whether the process named by a run's owner tags still runs (True when it cannot tell:
+    another host, or a run logged without owner tags)."""
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return True
+    try:
+        return is_alive(int(tags[PID_TAG]), float(tags[PID_START_TAG]))
+    except (KeyError, ValueError):
+        return True
+
+
+LOCKS = ".sbert_exp-locks"  # beside a SQLite store: one lock file per config key
+
+
+def lock_dir(uri: str) -> Path:
+    """Where jobs that log to `uri` lock a config key while they train or reuse it: beside a
+    SQLite store, so that every sweep on the machine that logs there sees the lock; for a
+    server, a folder of the cache named by the URI (jobs of this machine only)."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return db.resolve().parent / LOCKS
+    return cache_dir() / "locks" / hashlib.sha256(uri.encode()).hexdigest()[:16]

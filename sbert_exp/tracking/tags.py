@@ -1,0 +1,34 @@
+"""The names this tool gives MLflow tags and its limits on params."""
+
+from __future__ import annotations
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+SWEEP_TAG = "sbert_exp.sweep"
+
+
+CONFIG_KEY_TAG = "sbert_exp.config_key"
+
+
+REUSED_TAG = "sbert_exp.reused_from"
+
+
+JOB_TAG = "sbert_exp.job"  # the job's number in its sweep
+
+
+MODEL_DIR_TAG = "sbert_exp.model_dir"  # where the job saved its model
+
+
+LOGGED_MODEL_TAG = "sbert_exp.logged_model"  # tracking.log_model=true: the logged model's URI
+
+
+# MLflow 3's UI opens an experiment in the view its kind names; unset, it guesses GenAI.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+# Who runs a run: a rerun marks runs whose process is gone KILLED instead of leaving them RUNNING.
+HOST_TAG, PID_TAG, PID_START_TAG = "sbert_exp.host", "sbert_exp.pid", "sbert_exp.pid_started"

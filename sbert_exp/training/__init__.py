@@ -1,0 +1,1 @@
+"""Training and evaluation: the fine-tuning stages, the distillation teacher, the evaluators."""

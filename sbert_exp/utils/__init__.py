@@ -1,0 +1,1 @@
+"""Helpers below every other package: atomic writes, the disk cache, package versions."""
