@@ -24,6 +24,7 @@ BENCHMARKS = {  # script -> (arguments, arguments with --quick)
     "overhead.py": ([], ["--rounds", "1"]),
     "scaling.py": ([], ["--quick"]),
     "peers.py": ([], ["--rounds", "1", "--sentences", "300", "--latency", "30"]),
+    "onnx_fp32.py": ([], ["--rounds", "1", "--sentences", "128"]),
 }
 
 

@@ -31,6 +31,7 @@ from sbert_exp.config.schema import BaseModelConfig, ExportBackend, Init, TrainC
 from sbert_exp.data import languages
 from sbert_exp.data.digests import model_digest
 from sbert_exp.errors import ConfigError
+from sbert_exp.job.inputs import distinct_sentences, vocab_corpus
 from sbert_exp.model import export, modeling, vocab
 from sbert_exp.training import evaluation
 from sbert_exp.utils.atomic import atomic_dir
@@ -194,10 +195,8 @@ def ensure(ref: Reference, cfg: TrainConfig, checked, out: Path | None = None
     if built:
         corpus = None
         if ref.form.startswith("trimmed"):
-            from sbert_exp.job.inputs import vocab_corpus
-
             corpus = vocab_corpus(corpus_config(cfg), languages.held_out(checked.data.languages),
-                                   {})
+                                  {})
         build(ref, cfg, checked.model_path, corpus, out)
         (out / COMPLETE).write_text(json.dumps({"reference": ref.name}) + "\n")
     seconds = time.perf_counter() - started if built else 0.0
@@ -242,8 +241,6 @@ def measure(ref: Reference, served, unpruned, data, lang_teacher: dict, cfg: Tra
     """The reference's metrics, named as a job's final ones: STSb, the language sets, the
     speedup over the unpruned fp32 base (same sentences, same process, alternating rounds),
     the size of the folder it loads from."""
-    from sbert_exp.job.inputs import distinct_sentences
-
     if isinstance(served, StaticEncoder):  # not a SentenceTransformer: the same cosines
         table = evaluation.encode_unique(
             served, [*data.sts_test["sentence1"], *data.sts_test["sentence2"]], batch_size)

@@ -67,7 +67,8 @@ def link_model(runs: list[FinishedRun], target: Path) -> bool:
 
 @contextlib.contextmanager
 def config_lock(lock_dir: Path | None, key: str) -> Iterator[None]:
-    """Hold the lock of one config key in lock_dir (no lock when lock_dir is None)."""
+    """Hold the lock of one config key in lock_dir (`tracking.store.lock_dir`: beside the
+    store); no lock when lock_dir is None (tracking disabled: nothing is reused)."""
     if lock_dir is None:
         yield
         return

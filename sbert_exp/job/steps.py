@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def language_teacher(cfg: TrainConfig, checked: Checked, device: str, batch_size: int,
-                      loaded=None) -> dict:
+                     loaded=None) -> dict:
     """Sentence -> the teacher's embedding, for every sentence of the job's language sets (from
     the teacher's store; `loaded`: see `teacher.embeddings`). Empty when the job has none."""
     sets = checked.data.languages
@@ -66,7 +66,7 @@ def datasets_of(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, 
 
 
 def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
-            batch_size: int, lang_teacher: dict) -> dict[str, float]:
+                     batch_size: int, lang_teacher: dict) -> dict[str, float]:
     """Export the saved model, score the export on STS test and the language sets, and time it
     against the unpruned fp32 base model: same sentences, same process, alternating rounds, on
     the CPU (ONNX Runtime and torch's int8 kernels run there)."""
@@ -110,9 +110,7 @@ def choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int, ru
     name = STRATEGIES[p.strategy].score_metric
     for step, score in enumerate(choice.scores):
         run.log_metrics({name: score}, step=step)
-    from sbert_exp.job.layers import plot_layer_scores
-
-    chart = plot_layer_scores(p.strategy.value, choice.scores, choice.kept,
+    chart = selection.plot_layer_scores(p.strategy.value, choice.scores, choice.kept,
                               output_dir / "layer_scores.png")
     run.log_artifact(chart)
     return choice

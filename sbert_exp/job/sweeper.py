@@ -118,6 +118,7 @@ class TrackedSweeper(Sweeper):
 
     def _check_jobs(self, swept: set[str]) -> None:
         """Compose every job of the sweep and run its checks; the first failure ends the sweep."""
+        # Imported here: it pulls in torch, which a sweep needs and Hydra's plugin scan does not.
         from sbert_exp.job.checks import check
 
         basic = self.basic
