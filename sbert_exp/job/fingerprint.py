@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,16 +18,11 @@ from sbert_exp.data.digests import file_digest, model_digest, split_digest
 from sbert_exp.model.modeling import precision
 from sbert_exp.utils.versions import versions
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Fingerprint:
     key: str  # digest of everything below; the reuse key
     parts: dict[str, str]  # fingerprint.* params: device, precision, versions, content digests
-
-
-# ------------------------------------------------------------------ file contents
 
 
 def read_splits(cfg: TrainConfig) -> dict[str, SplitConfig]:

@@ -1,9 +1,10 @@
 """Layer choice by evidence: score the base model's layers on calibration data, keep the best.
 
-The scores come from `importance` (pure functions of hidden states) or, for greedy_dev, from
-STS dev Spearman of the model with layers removed (`evaluation`). They do not depend on `keep`,
-so they are computed once per base model and calibration set and cached on disk: a sweep over
-keep values and strategies scores each base model once.
+The scores come from `pruning.importance` (pure functions of hidden states) or, for greedy_dev,
+from STS dev Spearman of the model with layers removed (`training.evaluation`). They do not
+depend on `keep`, so they are computed once per base model and calibration set and cached on
+disk (`SCORES`): a sweep over keep values and strategies scores each base model once. Also the
+chart of a job's layer scores.
 """
 
 from __future__ import annotations
