@@ -14,7 +14,7 @@ from pathlib import Path
 from sbert_exp.config.schema import TrackingConfig
 from sbert_exp.errors import ConfigError
 from sbert_exp.tracking.tags import HOST_TAG, PID_START_TAG, PID_TAG
-from sbert_exp.utils.cache import cache_dir
+from sbert_exp.utils.cache import cache_dir, file_lock
 
 # MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by
 # default: minutes before an unreachable server is reported. Shorter, unless the user set them.
@@ -87,16 +87,9 @@ def create_sqlite_store(uri: str) -> None:
 def store_lock(uri: str) -> Iterator[None]:
     """A file lock beside a SQLite store (or in the temp dir for servers) around its creation,
     migration and the creation of experiments in it."""
-    from filelock import FileLock
-
     db = sqlite_path(uri)
-    if db is not None:
-        folder = db.resolve().parent
-        folder.mkdir(parents=True, exist_ok=True)
-    else:
-        folder = Path(tempfile.gettempdir())
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    with FileLock(str(folder / f".sbert_exp-{digest}.lock"), timeout=300):
+    folder = db.resolve().parent if db is not None else Path(tempfile.gettempdir())
+    with file_lock(folder / f".sbert_exp-{_uri_key(uri)}", timeout=300):
         yield
 
 
@@ -140,4 +133,9 @@ def lock_dir(uri: str) -> Path:
     db = sqlite_path(uri)
     if db is not None:
         return db.resolve().parent / LOCKS
-    return cache_dir() / "locks" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return cache_dir() / "locks" / _uri_key(uri)
+
+
+def _uri_key(uri: str) -> str:
+    """A short digest that names a tracking URI in lock file and folder names."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]

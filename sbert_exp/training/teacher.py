@@ -27,6 +27,7 @@ import numpy as np
 from sbert_exp.config.schema import BaseModelConfig, Init
 from sbert_exp.data.digests import model_digest
 from sbert_exp.model import modeling
+from sbert_exp.utils.atomic import write_text
 from sbert_exp.utils.cache import Cache, file_lock
 from sbert_exp.utils.versions import versions
 
@@ -109,9 +110,7 @@ class Store:
         if self.dimension() != dimension:
             for path in (self.vectors, self.keys):
                 path.unlink(missing_ok=True)
-            tmp = self.info.with_name(f".info.json.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"dimension": dimension, **about}, indent=2))
-            os.replace(tmp, self.info)
+            write_text(self.info, json.dumps({"dimension": dimension, **about}, indent=2))
         rows = len(self.index())
         for path, size in ((self.vectors, rows * dimension * 4),
                            (self.keys, rows * (DIGEST_CHARS + 1))):
