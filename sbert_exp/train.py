@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sbert_exp.config.schema import TrainConfig, register_configs, to_train_config
 from sbert_exp.errors import UserError
 from sbert_exp.job.sweeper import read_sweep_file
+from sbert_exp.utils import interrupts
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -175,18 +176,29 @@ def cli() -> None:
         sys.exit(2)
     # Let exceptions reach us instead of Hydra's multi-line report, then print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    interrupts.install()  # Ctrl-C is never lost, and never cuts a tracking call in half
     try:
         main()
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to finish; finished jobs are reused",
-              file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except Exception as e:
+        if interrupts.interrupted():  # an error on the way out of a Ctrl-C
+            _interrupted()
         message = _one_line(e)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    if interrupts.interrupted():  # the work ended anyway; the user still asked to stop
+        _interrupted()
+
+
+def _interrupted() -> None:
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
+
+
+INTERRUPTED = "interrupted: run the same command again to finish; finished jobs are reused"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from sbert_exp.config.schema import TrackingConfig, to_train_config
 from sbert_exp.errors import UserError
 from sbert_exp.tracking.runs import Tracker
 from sbert_exp.tracking.store import check_reachable
+from sbert_exp.utils import interrupts
 from sbert_exp.utils.atomic import write_text
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,18 @@ def _reason(result: JobReturn) -> str:
     error = result._return_value
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if not isinstance(error, UserError) else text
+
+
+def _failures(results: list[JobReturn], first: int, swept: set[str]) -> list[str]:
+    """One line per failed job of a batch: its number, swept values and error."""
+    lines = []
+    for idx, result in enumerate(results, start=first):
+        if result.status != JobStatus.COMPLETED:
+            own = [o for o in result.overrides or []
+                   if o.split("=", 1)[0] in swept] or ["(no swept values)"]
+            lines.append(f"#{idx} {' '.join(own)}: {_reason(result)}")
+            log.error("job failed: %s", lines[-1])
+    return lines
 
 
 class TrackedSweeper(Sweeper):
@@ -95,20 +108,16 @@ class TrackedSweeper(Sweeper):
         finished = False
         try:
             while not basic.is_done():
+                interrupts.check()  # a Ctrl-C that a job's library swallowed stops it here
                 batch = basic.get_job_batch()  # composed and checked above
                 results = list(basic.launcher.launch(batch, initial_job_idx=initial_job_idx))
-                for idx, result in enumerate(results, start=initial_job_idx):
-                    if result.status != JobStatus.COMPLETED:
-                        own = [o for o in result.overrides or []
-                               if o.split("=", 1)[0] in swept] or ["(no swept values)"]
-                        line = f"#{idx} {' '.join(own)}: {_reason(result)}"
-                        log.error("job failed: %s", line)
-                        failed.append(line)
+                failed += _failures(results, initial_job_idx, swept)
                 initial_job_idx += len(batch)
                 returns.append(results)
+            interrupts.check()
             finished = True
         finally:
-            tracker.end_parent(parent, failed or ([] if finished else ["sweep interrupted"]),
+            tracker.end_parent(parent, ([] if finished else ["sweep interrupted"]) + failed,
                                jobs=initial_job_idx, failed_jobs=len(failed))
         if failed:
             raise SweepFailed(f"{len(failed)} of {initial_job_idx} jobs failed: {failed[0]}"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from sbert_exp.config.schema import TrackingConfig
 from sbert_exp.errors import ConfigError
+from sbert_exp.tracking.calls import Run, call, end_failed
 from sbert_exp.tracking.queries import FinishedRun
 from sbert_exp.tracking.store import (
     alive_owner,
@@ -35,7 +36,7 @@ from sbert_exp.tracking.tags import (
     REUSED_TAG,
     SWEEP_TAG,
 )
-from sbert_exp.utils.versions import versions
+from sbert_exp.utils import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -56,92 +57,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class Run:
-    """One MLflow run; a no-op when tracking is disabled."""
-
-    def __init__(self, client: Any, run_id: str | None) -> None:
-        self._client = client
-        self.run_id = run_id
-
-    def log_params(self, params: Mapping[str, str]) -> None:
-        if self.run_id is None:
-            return
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
-            self._client.log_batch(self.run_id, params=items[i:i + 100])
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        if self.run_id is None:
-            return
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            if self.run_id is not None:
-                self._client.set_tag(self.run_id, key, value)
-
-    def log_datasets(self, datasets: Sequence[tuple[str, str, str, str]]) -> None:
-        """Log (name, digest, source, context) as the run's dataset inputs (the Dataset column):
-        `source` a local path or a Hub id, `context` training, calibration or evaluation."""
-        if self.run_id is None or not datasets:
-            return
-        import json
-
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        inputs = [DatasetInput(
-            dataset=Dataset(name=name, digest=digest[:36], source_type=kind, source=json.dumps(
-                {"uri": source} if kind == "local" else {"path": source})),
-            tags=[InputTag("mlflow.data.context", context)])
-            for name, digest, source, context in datasets
-            for kind in ["hub" if digest.startswith("hub:") else "local"]]
-        self._client.log_inputs(self.run_id, datasets=inputs)
-
-    def log_model(self, model: Any, uri: str) -> str | None:
-        """Log `model` (a SentenceTransformer) under the run with MLflow's sentence_transformers
-        flavor; returns its URI, also set as the run's LOGGED_MODEL_TAG.
-
-        MLflow logs models into the active run of its fluent API only, which ends the run
-        (FINISHED) when it closes: call this last, when the run is done anyway.
-        """
-        if self.run_id is None:
-            return None
-        import mlflow
-        import mlflow.sentence_transformers
-
-        before = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.sentence_transformers.log_model(
-                    model, name="model",
-                    # Pinned as here, instead of MLflow inferring them by loading the model in
-                    # a subprocess.
-                    pip_requirements=[f"{p}=={v}" for p, v in versions(
-                        ("torch", "transformers", "sentence-transformers")).items()])
-        finally:
-            mlflow.set_tracking_uri(before)
-        self.set_tags({LOGGED_MODEL_TAG: info.model_uri})
-        return info.model_uri
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.run_id is None or not path.exists():
-            return
-        if path.is_dir():
-            self._client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self._client.log_artifact(self.run_id, str(path), artifact_path)
-
-
 _opened: set[str] = set()  # store URIs this process has opened (and so created or migrated)
 
 
@@ -156,8 +71,9 @@ class Tracker:
         if self.cfg.uri in _opened:
             return MlflowClient(tracking_uri=self.cfg.uri)
         # The first client of a process creates a new SQLite store and runs its migrations:
-        # two processes doing that at once break it ("duplicate column name"). One at a time.
-        with store_lock(self.cfg.uri):
+        # two processes doing that at once break it ("duplicate column name"). One at a time,
+        # and never cut halfway by Ctrl-C.
+        with store_lock(self.cfg.uri), interrupts.shielded():
             create_sqlite_store(self.cfg.uri)
             client = MlflowClient(tracking_uri=self.cfg.uri)
             client.search_experiments(max_results=1)
@@ -203,7 +119,12 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, name: str, tags: Mapping[str, str] | None = None,
             parent_run_id: str | None = None) -> Iterator[Run]:
-        """A run that ends FINISHED, or FAILED with the error as a tag when the block raises."""
+        """A run that ends FINISHED, or FAILED with the error as a tag when the block raises.
+
+        No Ctrl-C leaves it RUNNING: it is created, and ended, in shielded calls, and the run
+        exists only inside the block that ends it. A Ctrl-C that came during the block (even
+        one a library swallowed) ends it FAILED, never FINISHED.
+        """
         if not self.cfg.enabled:
             yield Run(None, None)
             return
@@ -211,19 +132,21 @@ class Tracker:
         all_tags = {**(tags or {}), **owner_tags()}
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id  # how MLflow nests a child under its parent
-        created = client.create_run(self._experiment_id(client), run_name=name, tags=all_tags)
-        run = Run(client, created.info.run_id)
-        log.info("MLflow run %s (%s) in %s", name, run.run_id, self.cfg.uri)
+        run: Run | None = None
         try:
+            with call():
+                created = client.create_run(self._experiment_id(client), run_name=name,
+                                            tags=all_tags)
+                run = Run(client, created.info.run_id)
+            log.info("MLflow run %s (%s) in %s", name, run.run_id, self.cfg.uri)
             yield run
+            interrupts.check()
         except BaseException as e:
-            # Marking the run may itself fail (Ctrl-C can leave the store's connection broken
-            # mid-call); the job's own error is what must propagate.
-            with contextlib.suppress(Exception):
-                run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
-                client.set_terminated(run.run_id, status="FAILED")
+            if run is not None:
+                end_failed(client, run.run_id, e)
             raise
-        client.set_terminated(run.run_id, status="FINISHED")
+        with interrupts.shielded():
+            client.set_terminated(run.run_id, status="FINISHED")
 
     def start_parent(self, name: str, tags: Mapping[str, str],
                      resume: str | None = None) -> str | None:
@@ -231,6 +154,10 @@ class Tracker:
         `end_parent`."""
         if not self.cfg.enabled:
             return None
+        with interrupts.shielded():
+            return self._start_parent(name, tags, resume)
+
+    def _start_parent(self, name: str, tags: Mapping[str, str], resume: str | None) -> str:
         client = self._client()
         if resume is not None:
             try:
@@ -259,11 +186,16 @@ class Tracker:
         """Close a sweep's parent run with its job counts (columns in the UI's run list)."""
         if run_id is None:
             return
-        client = self._client()
-        Run(client, run_id).log_metrics({"sweep/jobs": jobs, "sweep/failed_jobs": failed_jobs})
-        if failed:
-            client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
-        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with interrupts.shielded():  # also after a Ctrl-C: the parent says how it ended
+            client = self._client()
+            client.log_batch(run_id, metrics=[Metric("sweep/jobs", jobs, now, 0),
+                                              Metric("sweep/failed_jobs", failed_jobs, now, 0)])
+            if failed:
+                client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
+            client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
     def end_dead_runs(self) -> int:
         """Mark KILLED the RUNNING runs of this experiment whose process on this host is gone.
@@ -271,6 +203,10 @@ class Tracker:
         A process killed outright (SIGKILL, power loss) cannot close its runs; the next command
         does. Runs of other hosts, and runs without owner tags, are left as they are.
         """
+        with interrupts.shielded():
+            return self._end_dead_runs()
+
+    def _end_dead_runs(self) -> int:
         opened = self._existing_experiment()
         if opened is None:
             return 0
@@ -296,6 +232,11 @@ class Tracker:
                       job: int | None = None) -> list[FinishedRun]:
         """FINISHED job runs with this config key, earliest first (under this parent and with
         this job number, if given)."""
+        with call():
+            return self._find_finished(config_key, parent_run_id, job)
+
+    def _find_finished(self, config_key: str, parent_run_id: str | None,
+                       job: int | None) -> list[FinishedRun]:
         opened = self._existing_experiment()
         if opened is None:
             return []

@@ -1,0 +1,129 @@
+"""One run's logging calls (params, metrics, tags, inputs, artifacts, a model), each a tracking
+call that Ctrl-C cannot cut in half; and how a run is marked FAILED."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sbert_exp.tracking.tags import LOGGED_MODEL_TAG
+from sbert_exp.utils import interrupts
+from sbert_exp.utils.versions import versions
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def call() -> Iterator[None]:
+    """A job's tracking call: a Ctrl-C that came before it (even one swallowed on the way) stops
+    the job here; one that comes during it waits for the store to answer (see interrupts)."""
+    interrupts.check()
+    with interrupts.shielded():
+        yield
+
+
+class Run:
+    """One MLflow run; a no-op when tracking is disabled."""
+
+    def __init__(self, client: Any, run_id: str | None) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        with call():
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+                self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with call():
+            for i in range(0, len(items), 1000):
+                self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.run_id is None:
+            return
+        with call():
+            for key, value in tags.items():
+                self._client.set_tag(self.run_id, key, value)
+
+    def log_datasets(self, datasets: Sequence[tuple[str, str, str, str]]) -> None:
+        """Log (name, digest, source, context) as the run's dataset inputs (the Dataset column):
+        `source` a local path or a Hub id, `context` training, calibration or evaluation."""
+        if self.run_id is None or not datasets:
+            return
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(
+            dataset=Dataset(name=name, digest=digest[:36], source_type=kind, source=json.dumps(
+                {"uri": source} if kind == "local" else {"path": source})),
+            tags=[InputTag("mlflow.data.context", context)])
+            for name, digest, source, context in datasets
+            for kind in ["hub" if digest.startswith("hub:") else "local"]]
+        with call():
+            self._client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, model: Any, uri: str) -> str | None:
+        """Log `model` (a SentenceTransformer) under the run with MLflow's sentence_transformers
+        flavor; returns its URI, also set as the run's LOGGED_MODEL_TAG.
+
+        MLflow logs models into the active run of its fluent API only, which ends the run
+        (FINISHED) when it closes: call this last, when the run is done anyway.
+        """
+        if self.run_id is None:
+            return None
+        import mlflow
+        import mlflow.sentence_transformers
+
+        interrupts.check()  # not shielded: an upload may take minutes
+        before = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.sentence_transformers.log_model(
+                    model, name="model",
+                    # Pinned as here, instead of MLflow inferring them by loading the model in
+                    # a subprocess.
+                    pip_requirements=[f"{p}=={v}" for p, v in versions(
+                        ("torch", "transformers", "sentence-transformers")).items()])
+        finally:
+            mlflow.set_tracking_uri(before)
+        self.set_tags({LOGGED_MODEL_TAG: info.model_uri})
+        return info.model_uri
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.run_id is None or not path.exists():
+            return
+        interrupts.check()  # not shielded: an upload may take minutes
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def end_failed(client: Any, run_id: str, error: BaseException) -> None:
+    """Mark a run FAILED with the error as a tag. Marking it may itself fail (a store gone
+    away); the job's own error is what must propagate, so that failure is only logged."""
+    try:
+        with interrupts.shielded():
+            client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+            client.set_terminated(run_id, status="FAILED")
+    except Exception as e:
+        log.warning("could not mark run %s FAILED (%s: %s); the next command marks it KILLED",
+                    run_id, type(e).__name__, e)
