@@ -115,7 +115,7 @@ def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
     import onnxruntime  # noqa: F401
     import sentence_transformers  # noqa: F401
 
-    from sbert_exp import references  # noqa: F401
+    from sbert_exp.job import references  # noqa: F401
 
     sentences = json.loads(Path(sentences_file).read_text())
     if kind != "none":
