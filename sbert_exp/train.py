@@ -166,17 +166,18 @@ def _usage_error(argv: list[str]) -> str | None:
 
 
 def cli() -> None:
-    """Run Hydra; config, asset and data errors end in one line on stderr with exit code 2."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        main()
-        return
-    usage = _usage_error(sys.argv[1:])
+    """Run Hydra; config, asset and data errors end in one line on stderr with exit code 2,
+    Ctrl-C in one line with exit code 130 (HYDRA_FULL_ERROR=1 keeps errors' tracebacks)."""
+    interrupts.install()  # Ctrl-C is never lost, and never cuts a tracking call in half
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    usage = None if full else _usage_error(sys.argv[1:])
     if usage is not None:
         print(f"error: {usage}", file=sys.stderr)
         sys.exit(2)
-    # Let exceptions reach us instead of Hydra's multi-line report, then print one line.
+    # Let exceptions reach us instead of Hydra's multi-line report, then print one line; the
+    # variable is the caller's again afterwards (cli may run in a caller's process).
+    before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    interrupts.install()  # Ctrl-C is never lost, and never cuts a tracking call in half
     try:
         main()
     except KeyboardInterrupt:
@@ -184,11 +185,16 @@ def cli() -> None:
     except Exception as e:
         if interrupts.interrupted():  # an error on the way out of a Ctrl-C
             _interrupted()
-        message = _one_line(e)
+        message = None if full else _one_line(e)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
     if interrupts.interrupted():  # the work ended anyway; the user still asked to stop
         _interrupted()
 

@@ -104,14 +104,20 @@ def _runs(db: Path):
     return [] if exp is None else client.search_runs([exp.experiment_id])
 
 
-def _cli(monkeypatch, argv: list[str]) -> int:
+def _cli(monkeypatch, argv: list[str], full_error: str | None = None) -> int:
     from sbert_exp import train
 
     monkeypatch.setattr(sys, "argv", ["train", *argv])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    if full_error is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", full_error)
     with pytest.raises(SystemExit) as ended:
         train.cli()
         raise SystemExit(0)  # cli returns on success
+    # cli sets it while Hydra runs, and gives the caller's value back (a subprocess started
+    # later in this process would inherit it, and skip the one-line errors).
+    assert os.environ.get("HYDRA_FULL_ERROR") == full_error
     return ended.value.code
 
 
@@ -247,3 +253,17 @@ def test_an_interrupted_job_ends_cleanly_and_the_same_command_finishes_it(
     runs = _runs(tmp_path / "mlflow.db")
     assert sorted(r.info.status for r in runs) == sorted([first[0][0], "FINISHED"])
     assert (tmp_path / "job" / "metrics.json").is_file()
+
+
+def test_ctrl_c_ends_in_one_line_with_hydra_full_error_too(tiny_bert, tmp_path, monkeypatch,
+                                                           capsys):
+    """HYDRA_FULL_ERROR=1 keeps errors' tracebacks; Ctrl-C is still exit 130 and one line."""
+    monkeypatch.chdir(tmp_path)
+    argv = [*tiny_overrides(tiny_bert, tmp_path, phase="sts"), "pruning.keep=2",
+            "eval.speed_rounds=0", "save_model=false", f"hydra.run.dir={tmp_path / 'job'}"]
+    with monkeypatch.context() as patch:
+        _point(patch, "inside a stage")
+        assert _cli(monkeypatch, argv, full_error="1") == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == LINE
+    assert [(r.info.status, r.data.tags.get("error")) for r in _runs(tmp_path / "mlflow.db")] \
+        == [("FAILED", "KeyboardInterrupt: ")]
