@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sbert_exp.config.location import CONF_DIR as _CONF
 from sbert_exp.config.schema import TrainConfig, register_configs, to_train_config
 from sbert_exp.errors import UserError
 from sbert_exp.job.sweeper import read_sweep_file
@@ -22,8 +23,9 @@ from sbert_exp.utils import interrupts
 
 log = logging.getLogger(__name__)
 register_configs()
-# Absolute, so the configs are found however this module is reached (`python -m`, an import).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# Absolute, so the configs are found however this module is reached (`python -m`, an import,
+# the sbert-exp-train command of an installed wheel).
+CONF_DIR = str(_CONF)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -126,7 +128,10 @@ def _one_line(error: BaseException) -> str | None:
     first = chain[0]
     if isinstance(first, MissingConfigException) and first.options is not None:
         group, _, name = (first.missing_cfg_file or "").rpartition("/")
-        return f"{group}={name} is not an option: choose one of {', '.join(first.options)}"
+        line = f"{group}={name} is not an option: choose one of {', '.join(first.options)}"
+        if group == "hydra/launcher" and name in LAUNCHERS and name not in first.options:
+            line += f" ({name} comes with the launchers extra: pip install 'sbert_exp[launchers]')"
+        return line
     if isinstance(first, OverrideParseException):
         return f"cannot parse override {first.override!r}: {_first_line(first)}"
     cause = next((e for e in chain if isinstance(e, OmegaConfBaseException)
@@ -152,6 +157,8 @@ def _first_line(error: object) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+# The launchers of the `launchers` extra (pyproject.toml), named when one is not installed.
+LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm")
 # Hydra's command-line modes: at most one per call.
 MODES = {"--run": "-r", "--multirun": "-m", "--cfg": "-c", "--info": "-i",
          "--shell-completion": "-sc"}

@@ -337,5 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The `sbert-exp-assets` command."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

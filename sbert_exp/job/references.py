@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbert_exp.config.location import CONF_DIR
 from sbert_exp.config.schema import BaseModelConfig, ExportBackend, Init, TrainConfig, VocabKind
 from sbert_exp.data import languages
 from sbert_exp.data.digests import model_digest
@@ -43,7 +44,6 @@ REFERENCE_TAG = "sbert_exp.reference"  # the form, on a reference run
 FORMS = ("as_is", "int8", "trimmed", "trimmed_int8", "static")
 STATIC_DIMS = 256  # model2vec's default PCA size
 REFERENCES = Cache("references", version=1)  # a folder per reference model
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # What the recommendation says when a reference wins: form -> the advice.
 ADVICE = {
     "as_is": "use base_model={base} as it is, no pruning needed",

@@ -149,3 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cli() -> None:
+    """The `sbert-exp-report` command."""
+    sys.exit(main())
