@@ -1,12 +1,12 @@
-"""Shared by the benchmarks: composed configs, the STSb test sentences, timing, a results file."""
+"""Shared by the benchmarks: composed configs, the STSb test sentences, the machine, a results
+file. Building, scoring and timing a form is the package's (`sbert_exp.forms`)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -29,25 +29,9 @@ def compose(overrides: Sequence[str]):
 
 def sts_test_sentences(prefix: str) -> list[str]:
     """Every distinct sentence of the STSb test split, prefixed as the model expects."""
-    from sbert_exp.job.inputs import distinct_sentences, load_data
+    from sbert_exp.data.inputs import distinct_sentences, load_data
 
     return [prefix + s for s in distinct_sentences(load_data(compose(["phase=none"])).sts_test)]
-
-
-def best_of(rounds: int, variants: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Best wall time of each variant; the variants alternate within a round, after a warm-up."""
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for warmup in (True, *([False] * rounds)):
-        for name, run in variants.items():
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            if not warmup:
-                seconds[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in seconds.items()}
 
 
 def machine() -> str:

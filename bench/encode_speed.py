@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from common import best_of, compose, machine, publish, sts_test_sentences
+from common import compose, machine, publish, sts_test_sentences
 
 CASES = [  # base model, [(keep, strategy)]: the pruned variants timed against the whole model
     ("e5_small", [(6, "top"), (2, "top")]),
@@ -24,6 +24,7 @@ TARGETS = {("e5_small", 6): 1.8, ("e5_small", 2): 4.0}
 
 def bench_model(name: str, variants: list[tuple[int, str]], rounds: int, limit: int | None,
                 batch_size: int) -> list[dict]:
+    from sbert_exp.forms import best_of
     from sbert_exp.model import modeling
     from sbert_exp.pruning.rules import kept_layers
 

@@ -4,7 +4,7 @@
 
 One process loads e5_small, prunes it to the layers `angular` keeps at keep 6, trims its
 vocabulary as `vocab=corpus` does (no fine-tuning), saves it to a temporary folder and exports
-that as each backend (`sbert_exp.model.export`); then it scores every variant on the STSb test pairs
+that as each backend (`sbert_exp.forms`); then it scores every variant on the STSb test pairs
 and times them all, with the unpruned fp32 model, on the same STSb test sentences, alternating
 the variants within each round; the best round counts. Everything runs on the CPU, where ONNX
 Runtime and torch's int8 kernels run.
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import best_of, compose, machine, publish
+from common import compose, machine, publish
 
 BASE = "e5_small"
 # What pruning.strategy=angular keeps in e5_small at keep 6 (docs/results.md, "Which layers"), given
@@ -33,10 +33,11 @@ TARGET_BACKEND = "onnx_int8"
 
 
 def bench(rounds: int, limit: int | None, batch_size: int, folder: Path) -> dict:
+    from sbert_exp import forms
+    from sbert_exp.data.inputs import distinct_sentences, load_data
+    from sbert_exp.forms import export
     from sbert_exp.job.checks import plan
-    from sbert_exp.job.inputs import distinct_sentences, load_data
-    from sbert_exp.model import export, modeling, vocab
-    from sbert_exp.training import evaluation
+    from sbert_exp.model import modeling
 
     cfg = compose([f"base_model={BASE}", "phase=none", "vocab=corpus", "export=none",
                    f"pruning.layers=[{','.join(map(str, LAYERS))}]"])
@@ -48,19 +49,17 @@ def bench(rounds: int, limit: int | None, batch_size: int, folder: Path) -> dict
     sentences = distinct_sentences(data.sts_test)[:limit]
 
     # The unpruned reference, and the pruned, trimmed model saved as a job saves it.
-    unpruned = modeling.load_base(cfg.base_model, "cpu", path)
-    unpruned.save(str(folder / "unpruned"))
-    model = modeling.load_base(cfg.base_model, "cpu", path)
-    modeling.prune(model, kept)
-    ids = vocab.used_token_ids(model.tokenizer, data.vocab_corpus, cfg.vocab.min_count,
-                               cfg.vocab.single_chars)
-    trimmed = vocab.trim(model, ids)
-    model.save(str(folder / "model"))
+    unpruned = forms.load_unpruned(cfg.base_model, path)
+    forms.save(unpruned, folder / "unpruned")
+    model = forms.load_unpruned(cfg.base_model, path)
+    trimmed = forms.shape(model, kept, forms.Trim(data.vocab_corpus, cfg.vocab.min_count,
+                                                  cfg.vocab.single_chars))
+    forms.save(model, folder / "model")
     del model
 
-    models = {UNPRUNED: unpruned, PRUNED: export.load(folder / "model")}
-    disk = {UNPRUNED: modeling.disk_mb(folder / "unpruned"),
-            PRUNED: modeling.disk_mb(folder / "model")}
+    models = {UNPRUNED: unpruned, PRUNED: forms.load(folder / "model")}
+    disk = {UNPRUNED: forms.disk_mb(folder / "unpruned"),
+            PRUNED: forms.disk_mb(folder / "model")}
     skipped, export_s = {}, {}
     for backend in BACKENDS:
         reason = export.available(backend)
@@ -68,21 +67,14 @@ def bench(rounds: int, limit: int | None, batch_size: int, folder: Path) -> dict
             skipped[backend] = reason
             continue
         started = time.perf_counter()
-        out = export.export(folder / "model", backend, folder / f"model_{backend}")
+        out = forms.export_saved(folder / "model", backend)
         export_s[backend] = time.perf_counter() - started
-        models[backend] = export.load(out)
-        disk[backend] = modeling.disk_mb(out)
+        models[backend] = forms.load(out)
+        disk[backend] = forms.disk_mb(out)
 
-    spearman = {name: evaluation.sts_scores(m, data.sts_test, batch_size)["spearman_cosine"]
-                for name, m in models.items()}
-
-    def encode(m):
-        def run() -> None:
-            m.encode(sentences, batch_size=batch_size, convert_to_numpy=True,
-                     show_progress_bar=False)
-        return run
-
-    seconds = best_of(rounds, {name: encode(m) for name, m in models.items()})
+    spearman = {name: forms.scores(m, data.sts_test, batch_size=batch_size)
+                ["sts_test/spearman_cosine"] for name, m in models.items()}
+    seconds = forms.best_encode_seconds(models, sentences, batch_size, rounds)
     return {"kept": kept, "trim": trimmed, "n": len(sentences), "pairs": len(data.sts_test),
             "spearman": spearman, "seconds": seconds, "disk": disk, "skipped": skipped,
             "export_s": export_s}
@@ -142,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
               "fp32, the reference of every speedup. Every variant is loaded in this one process "
               "and timed on the same sentences in alternating rounds, so the speedups are "
               "measured side by side. Disk MB: the folder the variant loads from (the export "
-              "folders also hold the fp32 weights that `sbert_exp.model.export.load` reads). "
+              "folders also hold the fp32 weights that `sbert_exp.forms.export.load` reads). "
               "Export "
               f"took {exported or 'nothing: no backend available'}.",
               "", f"Took {time.perf_counter() - started:.0f} s."]

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import best_of, compose, machine, publish
+from common import compose, machine, publish
 
 LAYERS = [0, 1, 2, 3, 10, 11]  # as bench/export_speed.py
 REFERENCE = "torch fp32 (eager)"
@@ -58,31 +58,31 @@ def _optimized(source: Path, config, notes: dict) -> Path | None:
 def bench(folder: Path, rounds: int, limit: int) -> dict:
     import onnxruntime as ort
 
+    from sbert_exp import forms
+    from sbert_exp.data.inputs import distinct_sentences, load_data
+    from sbert_exp.forms import export
     from sbert_exp.job.checks import plan
-    from sbert_exp.job.inputs import distinct_sentences, load_data
-    from sbert_exp.model import export, modeling, vocab
-    from sbert_exp.training import evaluation
+    from sbert_exp.model import modeling
 
     cfg = compose(["base_model=e5_small", "phase=none", "vocab=corpus", "export=none",
                    f"pruning.layers=[{','.join(map(str, LAYERS))}]"])
     data = load_data(cfg)
-    model = modeling.load_base(cfg.base_model, "cpu", modeling.locate(cfg.base_model))
-    modeling.prune(model, plan(cfg))
-    vocab.trim(model, vocab.used_token_ids(model.tokenizer, data.vocab_corpus,
-                                           cfg.vocab.min_count, cfg.vocab.single_chars))
-    model.save(str(folder / "model"))
+    model = forms.load_unpruned(cfg.base_model, modeling.locate(cfg.base_model))
+    forms.shape(model, plan(cfg), forms.Trim(data.vocab_corpus, cfg.vocab.min_count,
+                                             cfg.vocab.single_chars))
+    forms.save(model, folder / "model")
 
     def exported(attention: str | None) -> Path:
         m = export.load(folder / "model")
         if attention:
             modeling.hf_model(m).set_attn_implementation(attention)
         target = folder / (attention or "default") / "model.onnx"
-        export._export_onnx(m, target)
+        export.export_onnx(m, target)
         return target
 
     def served(file: Path, **settings):
         m = export.load(folder / "model")
-        export._run_with_onnxruntime(m, file, torch.get_num_threads())
+        export.run_with_onnxruntime(m, file, torch.get_num_threads())
         if settings:
             m[0].model.session = _session(file, **settings)
         return m
@@ -90,7 +90,7 @@ def bench(folder: Path, rounds: int, limit: int) -> dict:
     config = modeling.hf_model(model).config
     default, eager, notes = exported(None), exported("eager"), {}
     int8 = folder / "default" / "int8.onnx"
-    export._quantize_onnx(default, int8)
+    export.quantize_onnx(default, int8)
     variants = {
         REFERENCE: export.load(folder / "model"),
         "onnx (TorchScript export, ONNX Runtime defaults)": served(default),
@@ -106,13 +106,9 @@ def bench(folder: Path, rounds: int, limit: int) -> dict:
         "onnx_int8 (what export=onnx_int8 writes)": served(int8),
     }
     sentences = distinct_sentences(data.sts_test)[:limit]
-    spearman = {name: evaluation.sts_scores(m, data.sts_test, 64)["spearman_cosine"]
+    spearman = {name: forms.scores(m, data.sts_test)["sts_test/spearman_cosine"]
                 for name, m in variants.items()}
-
-    def encode(m):
-        return lambda: m.encode(sentences, batch_size=64, show_progress_bar=False)
-
-    seconds = best_of(rounds, {name: encode(m) for name, m in variants.items()})
+    seconds = forms.best_encode_seconds(variants, sentences, 64, rounds)
     return {"spearman": spearman, "seconds": seconds, "fused": notes, "n": len(sentences),
             "ort": ort.__version__}
 

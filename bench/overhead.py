@@ -27,7 +27,7 @@ LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 
 def write_data(folder: Path) -> dict[str, Path]:
     """The default job's NLI and STS training subsets and the STSb test set, as JSONL."""
-    from sbert_exp.job.inputs import load_data
+    from sbert_exp.data.inputs import load_data
 
     data = load_data(compose(["dataset.nli_test=null"]))
     folder.mkdir(parents=True, exist_ok=True)

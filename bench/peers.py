@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import best_of, compose, machine, publish
+from common import compose, machine, publish
 
 BASE = "e5_small"
 REFERENCES = ("int8", "trimmed", "trimmed_int8", "static", "static_64", "minilm_l6")
@@ -50,23 +50,18 @@ def cpu() -> str:
 
 def _pruned(cfg, checked, name: str, layers: list[int], folder: Path) -> Path:
     """The base pruned to `layers`, its vocabulary trimmed as vocab=corpus trims, as int8 ONNX."""
+    from sbert_exp import forms, references
     from sbert_exp.config.schema import ExportBackend
-    from sbert_exp.job import references
-    from sbert_exp.job.inputs import vocab_corpus
-    from sbert_exp.model import export, modeling, vocab
+    from sbert_exp.data.inputs import vocab_corpus
 
-    out = folder / name.replace(" ", "")
-    model = modeling.load_base(cfg.base_model, "cpu", checked.model_path)
-    modeling.prune(model, layers)
     corpus = vocab_corpus(references.corpus_config(cfg), set(), {})
-    vocab.trim(model, vocab.used_token_ids(model.tokenizer, corpus))
-    model.save(str(out / "model"))
-    return export.export(out / "model", ExportBackend.onnx_int8, out / "model_onnx_int8")
+    form = forms.Form(layers=layers, trim=forms.Trim(corpus), backend=ExportBackend.onnx_int8)
+    return forms.build(cfg.base_model, checked.model_path, form, folder / name.replace(" ", ""))
 
 
-def forms(folder: Path):
+def build_forms(folder: Path):
     """name -> (how to load it in a fresh process, its folder), and the job's data."""
-    from sbert_exp.job import references
+    from sbert_exp import references
     from sbert_exp.job.checks import check
 
     # vocab=corpus: the job reads the training splits, which the trimmed forms keep the tokens of.
@@ -78,34 +73,28 @@ def forms(folder: Path):
         _, model_dir, seconds = references.ensure(ref, cfg, checked)
         how = f"built in {seconds:.0f} s" if seconds else "found"
         print(f"{ref.name}: {model_dir} ({how})", file=sys.stderr, flush=True)
-        kind = {"static": "static", "peer": "peer"}.get(ref.form, "export")
+        kind = "peer" if ref.form == "peer" else "form"
         found[ref.name if ref.form != "peer" else f"{ref.name} as is"] = (
             kind, str(model_dir) if kind != "peer" else ref.name)
     for name, layers in PRUNED.items():
         found[f"{name}, trimmed, int8 (untrained)"] = (
-            "export", str(_pruned(cfg, checked, name, layers, folder)))
+            "form", str(_pruned(cfg, checked, name, layers, folder)))
     return found, cfg, checked
 
 
-def load(kind: str, where: str, prefix: str):
-    """A form for CPU encoding, from what `forms` says."""
-    from sbert_exp.job import references
-    from sbert_exp.model import export, modeling
+def load(kind: str, where: str):
+    """A form for CPU encoding, from what `build_forms` says."""
+    from sbert_exp import forms
+    from sbert_exp.model import modeling
 
-    if kind == "base":
-        cfg = compose([f"base_model={BASE}", "phase=none"])
-        return modeling.load_base(cfg.base_model, "cpu", where)
-    if kind == "peer":
-        cfg = compose([f"base_model={where}", "phase=none"])
-        return modeling.load_base(cfg.base_model, "cpu", modeling.locate(cfg.base_model))
-    if kind == "static":
-        from model2vec import StaticModel
-
-        return references.StaticEncoder(StaticModel.from_pretrained(where), prefix)
-    return export.load(Path(where))
+    if kind in ("base", "peer"):
+        cfg = compose([f"base_model={BASE if kind == 'base' else where}", "phase=none"])
+        return forms.load_unpruned(cfg.base_model, where if kind == "base"
+                                   else modeling.locate(cfg.base_model))
+    return forms.load(Path(where))
 
 
-def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
+def _child(kind: str, where: str, sentences_file: str) -> None:
     """In a fresh process: load one form (nothing for kind "none"), encode, print peak RSS."""
     import resource
 
@@ -115,11 +104,11 @@ def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
     import onnxruntime  # noqa: F401
     import sentence_transformers  # noqa: F401
 
-    from sbert_exp.job import references  # noqa: F401
+    from sbert_exp import forms, references  # noqa: F401
 
     sentences = json.loads(Path(sentences_file).read_text())
     if kind != "none":
-        model = load(kind, where, prefix)
+        model = load(kind, where)
         model.encode(sentences, batch_size=64)
     # VmHWM, the peak of this process's own memory: ru_maxrss would carry the parent's peak
     # across fork and exec on Linux.
@@ -129,27 +118,18 @@ def _child(kind: str, where: str, prefix: str, sentences_file: str) -> None:
     print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
 
 
-def peak_rss(kind: str, where: str, prefix: str, sentences_file: Path) -> float:
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, where, prefix,
+def peak_rss(kind: str, where: str, sentences_file: Path) -> float:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, where,
                            str(sentences_file)], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
-def latencies(models: dict, sentences: list[str]) -> dict[str, list[float]]:
-    """Seconds of each single-sentence encode, the forms alternating sentence by sentence."""
-    seconds = {name: [] for name in models}
-    for i, sentence in enumerate(sentences):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.encode([sentence], batch_size=1)
-            if i:  # the first sentence warms up
-                seconds[name].append(time.perf_counter() - start)
-    return seconds
+
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(*sys.argv[2:6])
+        _child(*sys.argv[2:5])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -161,44 +141,33 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     import tempfile
 
-    from sbert_exp.data import languages
-    from sbert_exp.job import references
-    from sbert_exp.job.inputs import distinct_sentences
+    from sbert_exp import forms
+    from sbert_exp.data.inputs import distinct_sentences
+    from sbert_exp.evaluation import language_scores
     from sbert_exp.model import modeling
-    from sbert_exp.training import evaluation
 
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         tmp = Path(tmp)
-        found, cfg, checked = forms(tmp)
-        prefix = cfg.base_model.prefix
+        found, cfg, checked = build_forms(tmp)
         data = checked.data
         sentences = distinct_sentences(data.sts_test)[: args.sentences]
         # Each form's own peak memory first, while this process holds none of them.
         sentences_file = tmp / "sentences.json"
         sentences_file.write_text(json.dumps(sentences))
-        floor = peak_rss("none", "-", prefix, sentences_file)
-        rss = {name: peak_rss(kind, where, prefix, sentences_file) - floor
+        floor = peak_rss("none", "-", sentences_file)
+        rss = {name: peak_rss(kind, where, sentences_file) - floor
                for name, (kind, where) in found.items()}
-        models = {name: load(kind, where, prefix) for name, (kind, where) in found.items()}
+        models = {name: load(kind, where) for name, (kind, where) in found.items()}
         bitext_sets = [s for s in data.languages if s.kind == "bitext"]
         sts, langs = {}, {}
         for name, model in models.items():
-            if isinstance(model, references.StaticEncoder):
-                table = evaluation.encode_unique(
-                    model, [*data.sts_test["sentence1"], *data.sts_test["sentence2"]], 64)
-                sts[name] = evaluation.sts_from_embeddings(table, data.sts_test)["spearman_cosine"]
-            else:
-                sts[name] = evaluation.sts_scores(model, data.sts_test, 64)["spearman_cosine"]
+            sts[name] = forms.scores(model, data.sts_test)["sts_test/spearman_cosine"]
             # Retrieval between English and the base's languages; a peer has its own languages.
             peer = name.endswith(" as is") and name != "as is (fp32)"
-            langs[name] = {} if peer else languages.scores(model, bitext_sets, {}, 64)
-
-        def encode(m):
-            return lambda: m.encode(sentences, batch_size=64)
-
-        seconds = best_of(args.rounds, {name: encode(m) for name, m in models.items()})
-        lat = latencies(models, sentences[: args.latency + 1])
-        disk = {name: modeling.disk_mb(Path(where)) if kind != "peer" else modeling.disk_mb(
+            langs[name] = {} if peer else language_scores(model, bitext_sets, {}, 64)
+        seconds = forms.best_encode_seconds(models, sentences, 64, args.rounds)
+        lat = forms.latencies(models, sentences[: args.latency + 1])
+        disk = {name: forms.disk_mb(Path(where)) if kind != "peer" else forms.disk_mb(
             Path(modeling.locate(compose([f"base_model={where}"]).base_model)))
             for name, (kind, where) in found.items()}
     bitext = list(langs["as is (fp32)"])
@@ -230,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{disk[name]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "as is: the base model, torch fp32, the reference of every speedup. int8: the "
-              "base exported to int8 ONNX (`sbert_exp.model.export`), no pruning. trimmed: the "
+              "base exported to int8 ONNX (`sbert_exp.forms.export`), no pruning. trimmed: the "
               "base "
               "with its vocabulary trimmed to the training splits (`vocab=corpus`). static, "
               "static_64: token embeddings distilled from the base by model2vec (PCA 256 and 64 "

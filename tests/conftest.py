@@ -32,7 +32,7 @@ WORDS = (
 def _teacher_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """Teacher embeddings and reference models of the tests' models go to the session's temp
     dir, not the user's cache (every job encodes the STS test reference through it)."""
-    from sbert_exp.job import references
+    from sbert_exp import references
     from sbert_exp.training import teacher
 
     root = tmp_path_factory.getbasetemp()

@@ -50,7 +50,7 @@ def test_every_name_a_bench_script_imports_exists(script, monkeypatch):
             missing.append(f"{script.name}:{line}: {module}: {e}")
             continue
         if name is not None and not hasattr(found, name):
-            try:  # a submodule: `from sbert_exp.job import references`
+            try:  # a submodule: `from sbert_exp import references`
                 importlib.import_module(f"{module}.{name}")
             except ImportError:
                 missing.append(f"{script.name}:{line}: {module} has no {name}")

@@ -33,7 +33,7 @@ def test_default_config_composes_to_typed_schema():
 
 
 def test_eval_batch_follows_the_device_unless_set():
-    from sbert_exp.job.inputs import eval_batch_size
+    from sbert_exp.data.inputs import eval_batch_size
 
     cfg, _ = compose([])
     assert cfg.eval.batch_size is None

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import compose, tiny_overrides
+from sbert_exp.data.inputs import load_data
 from sbert_exp.data.readers import load_split
 from sbert_exp.errors import UserError
-from sbert_exp.job.inputs import load_data
 from sbert_exp.job.run import run_job
 from sbert_exp.model import modeling
 from sbert_exp.tracking.runs import flatten

@@ -124,7 +124,7 @@ def test_every_package_path_named_exists():
 
 
 def test_every_dotted_name_is_a_module_its_attribute_or_a_tag():
-    """`sbert_exp.model.export.load` must be there; `sbert_exp.reused_from` is an MLflow tag."""
+    """`sbert_exp.forms.export.load` must be there; `sbert_exp.reused_from` is an MLflow tag."""
     tags = {tag for source in (ROOT / "sbert_exp").rglob("*.py")
             for tag in re.findall(r"\"(sbert_exp\.\w+)\"", source.read_text())}
     assert "sbert_exp.reused_from" in tags

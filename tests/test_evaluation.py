@@ -10,13 +10,13 @@ import torch
 from datasets import Dataset
 
 from conftest import compose, tiny_overrides
+from sbert_exp import evaluation
 from sbert_exp.config.schema import BaseModelConfig, Pooling, Source, StsLoss, StsStageConfig
+from sbert_exp.data.inputs import load_data
 from sbert_exp.data.readers import load_split
-from sbert_exp.job.inputs import load_data
 from sbert_exp.job.run import run_job
 from sbert_exp.model import modeling
 from sbert_exp.tracking.runs import flatten
-from sbert_exp.training import evaluation
 from sbert_exp.training import stages as training
 
 PREFIX = "query: "

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sbert_exp.errors import ConfigError
-from sbert_exp.model import export
-from sbert_exp.model.export import Backend
+from sbert_exp.forms import export
+from sbert_exp.forms.export import Backend
 
 ONNX_MISSING = export.available(Backend.onnx)
 needs_onnx = pytest.mark.skipif(ONNX_MISSING is not None, reason=str(ONNX_MISSING))
@@ -196,7 +196,7 @@ def test_failed_export_leaves_no_folder(model_dir: Path, tmp_path: Path,
         raise RuntimeError("exporter failed")
 
     monkeypatch.setattr(export, "available", lambda backend: None)
-    monkeypatch.setattr(export, "_export_onnx", broken)
+    monkeypatch.setattr(export, "export_onnx", broken)
     with pytest.raises(RuntimeError, match="exporter failed"):
         export.export(model_dir, Backend.onnx, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

@@ -16,9 +16,7 @@ import pytest
 from conftest import compose, run_tiny_job, tiny_overrides
 from sbert_exp.data import assets, languages
 from sbert_exp.data.languages import (
-    agreement,
     agreement_pairs,
-    bitext_accuracy,
     exclude,
     held_out,
     load,
@@ -27,6 +25,7 @@ from sbert_exp.data.languages import (
 )
 from sbert_exp.data.text_assets import clean, clean_pairs, hindi_sentences, unmark
 from sbert_exp.errors import AssetError, ConfigError, DataError
+from sbert_exp.evaluation.languages import agreement, bitext_accuracy
 from sbert_exp.job.checks import check, plan
 
 

@@ -10,8 +10,8 @@ import pytest
 
 import sbert_exp.train  # noqa: F401  (registers the schema for hydra's compose)
 from conftest import CONF, compose, tiny_overrides
+from sbert_exp.data.inputs import load_data
 from sbert_exp.errors import DataError
-from sbert_exp.job.inputs import load_data
 from sbert_exp.job.run import run_job
 
 MARATHI_STS = [

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import compose, tiny_overrides
+from sbert_exp import references
 from sbert_exp.errors import ConfigError
-from sbert_exp.job import references
 from sbert_exp.job.checks import check
 from sbert_exp.job.run import run_job
 from sbert_exp.job.sweeper import SWEEP_FILE

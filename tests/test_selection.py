@@ -102,7 +102,7 @@ def test_greedy_dev_follows_the_dev_spearman(tiny_bert, tmp_path):
     model = modeling.load_base(cfg.base_model, "cpu", checked.model_path)
 
     def spearman(kept: list[int]) -> float:
-        from sbert_exp.training import evaluation
+        from sbert_exp import evaluation
 
         with modeling.layers_view(model, kept):
             return evaluation.sts_scores(model, checked.data.sts_dev, 64)["spearman_cosine"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sbert_exp.errors import ConfigError
+from sbert_exp.forms.vocab import TrimResult, trim, trim_tokenizer, used_token_ids
 from sbert_exp.model.modeling import hf_model
-from sbert_exp.model.vocab import TrimResult, trim, trim_tokenizer, used_token_ids
 
 ENGLISH = ["A man is playing a guitar.", "Two dogs are running on the beach!",
            "A woman is slicing an onion.", "The girl is riding a horse, outside."]

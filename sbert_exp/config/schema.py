@@ -192,7 +192,7 @@ class VocabKind(StrEnum):
 
 @dataclass
 class VocabConfig:
-    """Vocabulary trimming, after pruning and before fine-tuning (`sbert_exp.model.vocab`)."""
+    """Vocabulary trimming, after pruning and before fine-tuning (`sbert_exp.forms.vocab`)."""
 
     name: VocabKind = VocabKind.none
     # corpus: the text whose tokens are kept. The dataset's training splits (nli_train,
@@ -209,7 +209,7 @@ class VocabConfig:
 
 
 class ExportBackend(StrEnum):
-    """What the final model is exported as, for serving (`sbert_exp.model.export`)."""
+    """What the final model is exported as, for serving (`sbert_exp.forms.export`)."""
 
     none = "none"
     onnx = "onnx"  # fp32 ONNX, run by ONNX Runtime
@@ -260,7 +260,7 @@ class TrainConfig:
     # Rerun a job even when a finished run with the same effective config exists.
     force: bool = False
     # What a user could ship instead, measured beside the jobs once per base model
-    # (sbert_exp.job.references): int8, trimmed, trimmed_int8, static, static_<dims>, a base model.
+    # (sbert_exp.references): int8, trimmed, trimmed_int8, static, static_<dims>, a base model.
     references: list[str] = field(default_factory=list)
 
 

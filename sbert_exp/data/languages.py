@@ -1,5 +1,5 @@
-"""Languages without labelled pairs: cross-lingual retrieval and agreement with the teacher on
-held-out text, the training text of each language, and the guard that keeps the two apart.
+"""Languages without labelled pairs: the evaluation sets (scored by `sbert_exp.evaluation.
+languages`), the training text of each language, and the guard that keeps the two apart.
 
 - A **bitext set** (`bitext/<name>/accuracy`): N translated pairs; each sentence's nearest
   neighbour by cosine among the N sentences of the other language must be its translation; the
@@ -187,60 +187,3 @@ def exclude(sentences: Iterable[str], held: set[str]) -> tuple[list[str], int]:
     distinct = list(dict.fromkeys(sentences))
     kept = [s for s in distinct if s not in held]
     return kept, len(distinct) - len(kept)
-
-
-# ------------------------------------------------------------------ metrics
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def bitext_accuracy(first: np.ndarray, second: np.ndarray) -> float:
-    """Row i of `first` translates row i of `second`: the share of rows, in both directions,
-    whose nearest neighbour by cosine on the other side is their translation, averaged."""
-    sim = _unit(first) @ _unit(second).T
-    target = np.arange(len(sim))
-    forward = float((sim.argmax(axis=1) == target).mean())
-    backward = float((sim.argmax(axis=0) == target).mean())
-    return (forward + backward) / 2
-
-
-def pair_cosines(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    u = _unit(emb)
-    return (u[pairs[:, 0]] * u[pairs[:, 1]]).sum(axis=1)
-
-
-def agreement(model_emb: np.ndarray, teacher_emb: np.ndarray, pairs: np.ndarray) -> float:
-    """Spearman correlation of the model's and the teacher's cosines over `pairs`; 0 where the
-    model gives every pair the same cosine (it keeps none of the teacher's order)."""
-    from scipy.stats import spearmanr
-
-    ours = pair_cosines(model_emb, pairs)
-    if np.ptp(ours) == 0:
-        return 0.0
-    return float(spearmanr(ours, pair_cosines(teacher_emb, pairs)).statistic)
-
-
-def score(loaded: Loaded, table: Mapping[str, np.ndarray],
-          teacher: Mapping[str, np.ndarray]) -> float:
-    """The set's metric from embeddings already computed (sentence -> embedding); `teacher`:
-    the unpruned teacher's, which agreement compares with."""
-    if loaded.kind == "bitext":
-        return bitext_accuracy(np.stack([table[s] for s in loaded.first]),
-                               np.stack([table[s] for s in loaded.second]))
-    return agreement(np.stack([table[s] for s in loaded.first]),
-                     np.stack([teacher[s] for s in loaded.first]), loaded.pairs)
-
-
-def scores(model, sets: Sequence[Loaded], teacher: Mapping[str, np.ndarray],
-           batch_size: int) -> dict[str, float]:
-    """Every set's metric for `model`, each distinct sentence encoded once."""
-    if not sets:
-        return {}
-    sentences = list(dict.fromkeys(s for loaded in sets for s in loaded.sentences))
-    emb = model.encode(sentences, batch_size=batch_size, convert_to_numpy=True,
-                       show_progress_bar=False)
-    table = dict(zip(sentences, emb, strict=True))
-    return {loaded.metric: score(loaded, table, teacher) for loaded in sets}

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbert_exp import references
 from sbert_exp.config.schema import (
     DistillConfig,
     ExportBackend,
@@ -14,11 +15,11 @@ from sbert_exp.config.schema import (
     VocabKind,
 )
 from sbert_exp.data import languages
+from sbert_exp.data.inputs import JobData, load_data
 from sbert_exp.errors import ConfigError
-from sbert_exp.job import references
+from sbert_exp.forms import export, vocab
 from sbert_exp.job.fingerprint import Fingerprint, fingerprint
-from sbert_exp.job.inputs import JobData, load_data
-from sbert_exp.model import export, modeling, vocab
+from sbert_exp.model import modeling
 from sbert_exp.pruning.rules import PruningError, kept_layers
 from sbert_exp.pruning.strategies import Strategy
 

@@ -1,7 +1,7 @@
 """Layer choice by evidence: score the base model's layers on calibration data, keep the best.
 
 The scores come from `pruning.importance` (pure functions of hidden states) or, for greedy_dev,
-from STS dev Spearman of the model with layers removed (`training.evaluation`). They do not
+from STS dev Spearman of the model with layers removed (`sbert_exp.evaluation`). They do not
 depend on `keep`, so they are computed once per base model and calibration set and cached on
 disk (`SCORES`): a sweep over keep values and strategies scores each base model once. Also the
 chart of a job's layer scores.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from sbert_exp import evaluation
 from sbert_exp.model import modeling
 from sbert_exp.pruning import importance
 from sbert_exp.pruning.strategies import STRATEGIES, Strategy
-from sbert_exp.training import evaluation
 from sbert_exp.utils.cache import Cache
 
 log = logging.getLogger(__name__)

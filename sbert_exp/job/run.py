@@ -7,13 +7,13 @@ import logging
 import time
 from pathlib import Path
 
+from sbert_exp import references
 from sbert_exp.config.schema import (
     Init,
     TrainConfig,
 )
-from sbert_exp.job import references
+from sbert_exp.data.inputs import eval_batch_size
 from sbert_exp.job.checks import Checked, check
-from sbert_exp.job.inputs import eval_batch_size
 from sbert_exp.job.reuse import config_lock, link_model, remove_partial_saves, restore
 from sbert_exp.job.steps import datasets_of, language_teacher, train_and_evaluate
 from sbert_exp.pruning.rules import pruning_label

@@ -3,12 +3,12 @@ stage by stage, evaluate, save, export."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
+from sbert_exp import evaluation, forms
 from sbert_exp.config.schema import (
     ExportBackend,
     Init,
@@ -16,21 +16,21 @@ from sbert_exp.config.schema import (
     TrainConfig,
     VocabKind,
 )
-from sbert_exp.data import languages
+from sbert_exp.data.inputs import JobData, distinct_sentences, eval_batch_size
 from sbert_exp.data.readers import (
     resolve_path,
 )
+from sbert_exp.evaluation.languages import set_score
 from sbert_exp.job import layers as selection
 from sbert_exp.job.checks import Checked
 from sbert_exp.job.fingerprint import Fingerprint, read_splits
-from sbert_exp.job.inputs import JobData, distinct_sentences, eval_batch_size
-from sbert_exp.model import export, modeling, vocab
+from sbert_exp.model import modeling
 from sbert_exp.pruning.strategies import STRATEGIES
 from sbert_exp.tracking.runs import Run
 from sbert_exp.tracking.tags import MODEL_DIR_TAG
-from sbert_exp.training import evaluation, teacher
 from sbert_exp.training import stages as training
-from sbert_exp.utils.atomic import atomic_dir, write_text
+from sbert_exp.training import teacher
+from sbert_exp.utils.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,22 @@ def datasets_of(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, 
 
 def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
                      batch_size: int, lang_teacher: dict) -> dict[str, float]:
-    """Export the saved model, score the export on STS test and the language sets, and time it
-    against the unpruned fp32 base model: same sentences, same process, alternating rounds, on
-    the CPU (ONNX Runtime and torch's int8 kernels run there)."""
+    """Export the saved model, then measure the export (`forms.measure`: STS test, the language
+    sets, speed against the unpruned fp32 base, size), on the CPU, where ONNX Runtime and
+    torch's int8 kernels run."""
     started = time.perf_counter()
-    folder = export.export(output_dir / "model", cfg.export, output_dir / f"model_{cfg.export}")
+    folder = forms.export_saved(output_dir / "model", cfg.export)
     seconds = time.perf_counter() - started
-    served = export.load(folder)
-    metrics = {f"export/sts_test/{k}": v
-               for k, v in evaluation.sts_scores(served, data.sts_test, batch_size).items()}
-    metrics.update({f"export/{k}": v for k, v in languages.scores(
-        served, data.languages, lang_teacher, batch_size).items()})
-    if cfg.eval.speed_rounds:
-        pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
-        unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
-        sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
-        best = evaluation.best_encode_seconds({"unpruned": unpruned, "export": served},
-                                              sentences, batch_size, cfg.eval.speed_rounds)
-        metrics.update({"export/sentences_per_s": len(sentences) / best["export"],
-                        "export/speedup_vs_unpruned": best["unpruned"] / best["export"]})
-    metrics.update({"export/disk_mb": modeling.disk_mb(folder), "export/seconds": seconds})
+    unpruned = (forms.load_unpruned(cfg.base_model, checked.model_path)
+                if cfg.eval.speed_rounds else None)
+    found = forms.measure(forms.load(folder), folder, unpruned, data.sts_test,
+                          distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences],
+                          language_sets=data.languages, teacher=lang_teacher,
+                          batch_size=batch_size, rounds=cfg.eval.speed_rounds)
+    # A job's own names for its export: export/<score>, export/<speed or size figure>.
+    metrics = {f"export/{k.split('/', 1)[1] if k.startswith(('speed/', 'model/')) else k}": v
+               for k, v in found.items()}
+    metrics["export/seconds"] = seconds
     return metrics
 
 
@@ -155,7 +151,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     lang_teacher = _measure_base(cfg, checked, unpruned, bs, record)
     if cfg.eval.speed_rounds:  # the model whole and pruned, timed on the same sentences
         sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
-        speed = evaluation.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
+        speed = forms.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
         record({f"speed/{k}": v for k, v in speed.items()})
 
     # 3. Prune in place; trim the vocabulary and freeze the embeddings if asked.
@@ -164,8 +160,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     _stages(cfg, data, model, targets, lang_teacher, bs, run, record)
     # 5. Save the pruned, fine-tuned model and the metrics.
     if cfg.save_model:
-        with atomic_dir(output_dir / "model") as work:
-            model.save(str(work))
+        forms.save(model, output_dir / "model")
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
         if cfg.export is not ExportBackend.none:
@@ -197,7 +192,7 @@ def _measure_base(cfg: TrainConfig, checked: Checked, unpruned, bs: int,
     record({"base_model/disk_mb": modeling.disk_mb(Path(checked.model_path))})
     lang_teacher = language_teacher(cfg, checked, checked.device, bs, loaded=unpruned)
     if data.languages:
-        record({f"base_model/{loaded.metric}": languages.score(loaded, lang_teacher,
+        record({f"base_model/{loaded.metric}": set_score(loaded, lang_teacher,
                                                                 lang_teacher)
                 for loaded in data.languages})
     record({f"data/held_out_removed/{k}": float(v) for k, v in data.held_out_removed.items()})
@@ -206,12 +201,11 @@ def _measure_base(cfg: TrainConfig, checked: Checked, unpruned, bs: int,
 
 
 def _prune(cfg: TrainConfig, data: JobData, model, kept: list[int], record: Recorder) -> None:
-    modeling.prune(model, kept)
+    forms.shape(model, kept, None)
     if cfg.vocab.name is VocabKind.corpus:
         started_trim = time.perf_counter()
-        ids = vocab.used_token_ids(model.tokenizer, data.vocab_corpus, cfg.vocab.min_count,
-                                   cfg.vocab.single_chars)
-        vocab.trim(model, ids)
+        forms.shape(model, None, forms.Trim(data.vocab_corpus, cfg.vocab.min_count,
+                                            cfg.vocab.single_chars))
         record({"time/vocab_trim_s": time.perf_counter() - started_trim})
     if cfg.phase.freeze_embeddings:
         modeling.freeze_embeddings(model)
@@ -236,7 +230,7 @@ def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict,
     def eval_sts(tag: str, step: int) -> None:
         scores = {f"sts_test/{k}": v
                   for k, v in evaluation.sts_scores(model, data.sts_test, bs).items()}
-        scores.update(languages.scores(model, data.languages, lang_teacher, bs))
+        scores.update(evaluation.language_scores(model, data.languages, lang_teacher, bs))
         record({f"{tag}/{k}": v for k, v in scores.items()})
         # The unprefixed name always holds the latest score; its history has a step per
         # evaluation.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from sbert_exp.errors import UserError
-from sbert_exp.job.references import REFERENCE_TAG
+from sbert_exp.references import REFERENCE_TAG
 from sbert_exp.report.table import COLUMNS, LANGUAGE_PREFIXES, STS, language_metrics, short
 from sbert_exp.tracking.tags import MODEL_DIR_TAG, REUSED_TAG
 
@@ -25,7 +25,7 @@ OBJECTIVES = {"score": 1, "speed": 1, "mb": -1}
 
 
 def reference_runs(runs: Sequence[dict]) -> pd.DataFrame:
-    """One row per reference run of the sweep (`references=[...]`; see sbert_exp.job.references):
+    """One row per reference run of the sweep (`references=[...]`; see sbert_exp.references):
     its base model, name, form and final metrics (STSb `sts`, `speed`, `mb`, language ones)."""
     rows = []
     for run in runs:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sbert_exp.job.references import ADVICE
+from sbert_exp.references import ADVICE
 from sbert_exp.report.board import (
     AS_IS,
     Budget,

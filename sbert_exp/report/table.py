@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from sbert_exp.errors import UserError
-from sbert_exp.job.references import REFERENCE_TAG
 from sbert_exp.pruning.rules import pruning_label
 from sbert_exp.pruning.strategies import OTHER_ROWS, STRATEGIES
+from sbert_exp.references import REFERENCE_TAG
 from sbert_exp.tracking.tags import CONFIG_KEY_TAG, LOGGED_MODEL_TAG, MODEL_DIR_TAG, REUSED_TAG
 
 COLUMNS = {  # report column -> MLflow metric

@@ -23,19 +23,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbert_exp import forms
 from sbert_exp.config.location import CONF_DIR
-from sbert_exp.config.schema import BaseModelConfig, ExportBackend, Init, TrainConfig, VocabKind
+from sbert_exp.config.schema import BaseModelConfig, ExportBackend, TrainConfig, VocabKind
 from sbert_exp.data import languages
 from sbert_exp.data.digests import model_digest
+from sbert_exp.data.inputs import distinct_sentences, vocab_corpus
 from sbert_exp.errors import ConfigError
-from sbert_exp.job.inputs import distinct_sentences, vocab_corpus
-from sbert_exp.model import export, modeling, vocab
-from sbert_exp.training import evaluation
-from sbert_exp.utils.atomic import atomic_dir
+from sbert_exp.forms import export
+from sbert_exp.model import modeling
 from sbert_exp.utils.cache import Cache
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,8 @@ log = logging.getLogger(__name__)
 REFERENCE_TAG = "sbert_exp.reference"  # the form, on a reference run
 FORMS = ("as_is", "int8", "trimmed", "trimmed_int8", "static")
 STATIC_DIMS = 256  # model2vec's default PCA size
-REFERENCES = Cache("references", version=1)  # a folder per reference model
+REFERENCES = Cache("references", version=2)  # a folder per reference model
+# (version 2: static ones saved as SentenceTransformer folders)
 # What the recommendation says when a reference wins: form -> the advice.
 ADVICE = {
     "as_is": "use base_model={base} as it is, no pruning needed",
@@ -163,22 +163,18 @@ def folder(reference_key: str) -> Path:
     return REFERENCES.path(reference_key)
 
 
-class StaticEncoder:
-    """A model2vec StaticModel behind the `encode` the evaluation calls, prompted like the
-    base (e5's "query: ")."""
-
-    def __init__(self, model, prefix: str):
-        self.model, self.prefix = model, prefix
-
-    def encode(self, sentences: Sequence[str], batch_size: int = 64, **_) -> object:
-        import numpy as np
-
-        out = self.model.encode([self.prefix + s for s in sentences], batch_size=batch_size,
-                                show_progress_bar=False)
-        return np.asarray(out, dtype=np.float32)
-
-
 COMPLETE = ".complete"  # written last into a reference's folder
+# The folder of a reference's cache entry that its model loads from.
+LOADS = {"static": "static", "trimmed": "model", "int8": "model_onnx_int8",
+         "trimmed_int8": "model_onnx_int8"}
+
+
+def form_of(ref: Reference, trim: forms.Trim | None) -> forms.Form:
+    """The form a reference is (`trim`: the corpus of a trimmed one)."""
+    if ref.form == "static":
+        return forms.Form(static_dims=ref.dims)
+    int8 = ExportBackend.onnx_int8 if ref.form in ("int8", "trimmed_int8") else ExportBackend.none
+    return forms.Form(trim=trim if ref.form.startswith("trimmed") else None, backend=int8)
 
 
 def ensure(ref: Reference, cfg: TrainConfig, checked, out: Path | None = None
@@ -193,69 +189,28 @@ def ensure(ref: Reference, cfg: TrainConfig, checked, out: Path | None = None
     started = time.perf_counter()
     built = not (out / COMPLETE).is_file()
     if built:
-        corpus = None
+        trim = None
         if ref.form.startswith("trimmed"):
             corpus = vocab_corpus(corpus_config(cfg), languages.held_out(checked.data.languages),
                                   {})
-        build(ref, cfg, checked.model_path, corpus, out)
+            trim = forms.Trim(corpus, cfg.vocab.min_count, cfg.vocab.single_chars)
+        forms.build(cfg.base_model, checked.model_path, form_of(ref, trim), out)
         (out / COMPLETE).write_text(json.dumps({"reference": ref.name}) + "\n")
     seconds = time.perf_counter() - started if built else 0.0
-    if ref.form == "static":
-        from model2vec import StaticModel
-
-        model_dir = out / "static"
-        return StaticEncoder(StaticModel.from_pretrained(str(model_dir)),
-                             cfg.base_model.prefix), model_dir, seconds
-    if ref.form == "trimmed":
-        return export.load(out / "model"), out / "model", seconds
-    model_dir = out / "model_onnx_int8"
-    return export.load(model_dir), model_dir, seconds
+    model_dir = out / LOADS[ref.form]
+    return forms.load(model_dir), model_dir, seconds
 
 
-def build(ref: Reference, cfg: TrainConfig, model_path: str, corpus: list[str] | None,
-          out: Path) -> None:
-    """Write the reference's model into `out`: `static/` (model2vec), else `model/` (the base,
-    trimmed to `corpus` for a trimmed one) and, for an int8 one, `model_onnx_int8/`."""
-    out.mkdir(parents=True, exist_ok=True)
-    if ref.form == "static":
-        from model2vec.distill import distill
-
-        with atomic_dir(out / "static") as work:
-            distill(model_name=model_path, pca_dims=ref.dims, device="cpu").save_pretrained(
-                str(work))
-        return
-    pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
-    model = modeling.load_base(pretrained, "cpu", model_path)
-    if ref.form.startswith("trimmed"):
-        ids = vocab.used_token_ids(model.tokenizer, corpus, cfg.vocab.min_count,
-                                   cfg.vocab.single_chars)
-        vocab.trim(model, ids)
-    with atomic_dir(out / "model") as work:
-        model.save(str(work))
-    if ref.form != "trimmed":
-        export.export(out / "model", ExportBackend.onnx_int8, out / "model_onnx_int8")
-
-
-def measure(ref: Reference, served, unpruned, data, lang_teacher: dict, cfg: TrainConfig,
-            batch_size: int, model_dir: Path, seconds: float) -> dict[str, float]:
-    """The reference's metrics, named as a job's final ones: STSb, the language sets, the
-    speedup over the unpruned fp32 base (same sentences, same process, alternating rounds),
-    the size of the folder it loads from."""
-    if isinstance(served, StaticEncoder):  # not a SentenceTransformer: the same cosines
-        table = evaluation.encode_unique(
-            served, [*data.sts_test["sentence1"], *data.sts_test["sentence2"]], batch_size)
-        sts = evaluation.sts_from_embeddings(table, data.sts_test)
-    else:
-        sts = evaluation.sts_scores(served, data.sts_test, batch_size)
-    metrics = {f"sts_test/{k}": v for k, v in sts.items()}
-    metrics.update(languages.scores(served, data.languages, lang_teacher, batch_size))
-    if cfg.eval.speed_rounds:
-        sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
-        best = evaluation.best_encode_seconds({"unpruned": unpruned, "reference": served},
-                                              sentences, batch_size, cfg.eval.speed_rounds)
-        metrics.update({"speed/speedup_vs_unpruned": best["unpruned"] / best["reference"],
-                        "speed/sentences_per_s": len(sentences) / best["reference"]})
-    metrics.update({"model/disk_mb": modeling.disk_mb(model_dir), "time/build_s": seconds})
+def measure(served, unpruned, data, lang_teacher: dict, cfg: TrainConfig, batch_size: int,
+            model_dir: Path, seconds: float) -> dict[str, float]:
+    """The reference's metrics, named as a job's final ones (`forms.measure`: STSb, the
+    language sets, the speedup over the unpruned fp32 base, the size of the folder it loads
+    from), and the seconds it took to build."""
+    sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
+    metrics = forms.measure(served, model_dir, unpruned, data.sts_test, sentences,
+                            language_sets=data.languages, teacher=lang_teacher,
+                            batch_size=batch_size, rounds=cfg.eval.speed_rounds)
+    metrics["time/build_s"] = seconds
     return metrics
 
 
@@ -263,10 +218,10 @@ def run(ref: Reference, cfg: TrainConfig, checked, batch_size: int,
         lang_teacher: dict) -> tuple[dict[str, float], Path]:
     """Build (or find, in the asset cache) and measure one reference on the CPU."""
     served, model_dir, seconds = ensure(ref, cfg, checked)
-    pretrained = dataclasses.replace(cfg.base_model, init=Init.pretrained)
-    unpruned = modeling.load_base(pretrained, "cpu", checked.model_path)
-    metrics = measure(ref, served, unpruned, checked.data, lang_teacher, cfg, batch_size,
-                      model_dir, seconds)
+    unpruned = (forms.load_unpruned(cfg.base_model, checked.model_path)
+                if cfg.eval.speed_rounds else None)
+    metrics = measure(served, unpruned, checked.data, lang_teacher, cfg, batch_size, model_dir,
+                      seconds)
     log.info("reference %s: %s", ref.label(cfg.base_model.name),
              ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items()))
     return metrics, model_dir

@@ -100,11 +100,11 @@ def export(model_dir: Path, backend: Backend, out_dir: Path) -> Path:
         model.save(str(work))
         file_name = ONNX_FILES.get(backend)
         if backend is Backend.onnx:
-            _export_onnx(model, work / file_name)
+            export_onnx(model, work / file_name)
         elif backend is Backend.onnx_int8:
             fp32 = work / "onnx" / ".model_fp32.onnx"
-            _export_onnx(model, fp32)
-            _quantize_onnx(fp32, work / file_name)
+            export_onnx(model, fp32)
+            quantize_onnx(fp32, work / file_name)
             fp32.unlink()
         manifest = {"backend": str(backend), "file_name": file_name, "versions": _versions(backend)}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -139,7 +139,7 @@ def load(path: Path, backend: Backend | None = None, threads: int | None = None)
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, inplace=True)
     elif backend in ONNX_FILES:
-        _run_with_onnxruntime(model, path / ONNX_FILES[backend], threads or torch.get_num_threads())
+        run_with_onnxruntime(model, path / ONNX_FILES[backend], threads or torch.get_num_threads())
     return model
 
 
@@ -165,7 +165,7 @@ def _encoder_inputs(model, sentences: list[str]) -> dict[str, torch.Tensor]:
     return {k: features[k] for k in ENCODER_INPUTS if k in features}
 
 
-def _export_onnx(model, target: Path) -> None:
+def export_onnx(model, target: Path) -> None:
     """The encoder as an ONNX graph, by torch's TorchScript exporter (`dynamo=False`).
 
     On e5_small keep 6 the graph the TorchScript exporter traces runs faster in ONNX Runtime
@@ -184,7 +184,7 @@ def _export_onnx(model, target: Path) -> None:
             opset_version=OPSET, dynamo=False)
 
 
-def _quantize_onnx(source: Path, target: Path) -> None:
+def quantize_onnx(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Optimum's AutoQuantizationConfig.avx512_vnni(is_static=False): int8 weights per channel,
@@ -215,7 +215,7 @@ class _OnnxRuntimeEncoder(nn.Module):
         return BaseModelOutput(last_hidden_state=torch.from_numpy(states))
 
 
-def _run_with_onnxruntime(model, file: Path, threads: int) -> None:
+def run_with_onnxruntime(model, file: Path, threads: int) -> None:
     # sentence-transformers 6.2's Transformer module calls `self.model(**features)` and reads
     # `self.model.config`; its own backend="onnx" puts Optimum's ORTModel there the same way.
     transformer = model[0]

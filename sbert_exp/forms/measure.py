@@ -1,0 +1,43 @@
+"""Measure a form: its scores (STS test, the language sets), its encode speed against the
+unpruned fp32 base (same sentences, same process, alternating rounds) and its size on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sbert_exp.evaluation.languages import language_scores
+from sbert_exp.evaluation.sts import sts_scores
+from sbert_exp.forms.timing import best_encode_seconds
+from sbert_exp.model.modeling import disk_mb
+
+
+def scores(model, sts_pairs, language_sets: Sequence = (), teacher: Mapping | None = None,
+           batch_size: int = 64) -> dict[str, float]:
+    """`sts_test/spearman_cosine`, `sts_test/pearson_cosine` and each language set's metric."""
+    found = {f"sts_test/{k}": v for k, v in sts_scores(model, sts_pairs, batch_size).items()}
+    found.update(language_scores(model, language_sets, teacher or {}, batch_size))
+    return found
+
+
+def speed(model, unpruned, sentences: list[str], batch_size: int,
+          rounds: int) -> dict[str, float]:
+    """`speed/speedup_vs_unpruned` and `speed/sentences_per_s` of `model`, timed against the
+    unpruned model on the same sentences in alternating rounds (none: {})."""
+    if not rounds:
+        return {}
+    best = best_encode_seconds({"unpruned": unpruned, "form": model}, sentences, batch_size,
+                               rounds)
+    return {"speed/speedup_vs_unpruned": best["unpruned"] / best["form"],
+            "speed/sentences_per_s": len(sentences) / best["form"]}
+
+
+def measure(model, folder: Path, unpruned, sts_pairs, sentences: list[str], *,
+            language_sets: Sequence = (), teacher: Mapping | None = None,
+            batch_size: int = 64, rounds: int = 1) -> dict[str, float]:
+    """Everything a form is judged by: `scores`, `speed` and `model/disk_mb` (the folder it
+    loads from)."""
+    found = scores(model, sts_pairs, language_sets, teacher, batch_size)
+    found.update(speed(model, unpruned, sentences, batch_size, rounds))
+    found["model/disk_mb"] = disk_mb(Path(folder))
+    return found
