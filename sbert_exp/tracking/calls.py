@@ -63,19 +63,35 @@ class Run:
 
     def log_datasets(self, datasets: Sequence[tuple[str, str, str, str]]) -> None:
         """Log (name, digest, source, context) as the run's dataset inputs (the Dataset column):
-        `source` a local path or a Hub id, `context` training, calibration or evaluation."""
+        `source` a local path or a Hub id, `context` training, validation or evaluation.
+
+        Each is an MLflow dataset with one of MLflow's own sources (`local` for a file,
+        `hugging_face` for a Hub id, as `mlflow.log_input` logs them), so the UI shows where
+        it came from and links the Hub ones.
+        """
         if self.run_id is None or not datasets:
             return
-        import json
-
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import HuggingFaceDatasetSource, LocalArtifactDatasetSource
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        inputs = [DatasetInput(
-            dataset=Dataset(name=name, digest=digest[:36], source_type=kind, source=json.dumps(
-                {"uri": source} if kind == "local" else {"path": source})),
-            tags=[InputTag("mlflow.data.context", context)])
-            for name, digest, source, context in datasets
-            for kind in ["hub" if digest.startswith("hub:") else "local"]]
+        inputs = []
+        for name, digest, source, context in datasets:
+            if digest.startswith("hub:"):
+                # data.digests.split_digest names a Hub split "hub:<id>:<config name>:<split>".
+                prefix = f"hub:{source}:"
+                named = digest[len(prefix):].rsplit(":", 1) if digest.startswith(prefix) else []
+                config_name, split = ([None if v == "None" else v for v in named]
+                                      if len(named) == 2 else [None, None])
+                origin = HuggingFaceDatasetSource(source, config_name=config_name, split=split)
+            else:
+                origin = LocalArtifactDatasetSource(source)
+            # MLflow keeps at most 36 characters of a digest.
+            logged = MetaDataset(origin, name=name, digest=digest[:36]).to_dict()
+            inputs.append(DatasetInput(
+                dataset=Dataset(name=logged["name"], digest=logged["digest"],
+                                source_type=logged["source_type"], source=logged["source"]),
+                tags=[InputTag("mlflow.data.context", context)]))
         with call():
             self._client.log_inputs(self.run_id, datasets=inputs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 from sbert_exp.errors import UserError
 from sbert_exp.tracking.tags import LOGGED_MODEL_TAG
 
@@ -43,13 +45,13 @@ def _model_source(client, model_uri: str) -> tuple[str, str | None, str | None]:
     client's: the same resolution here, with the client of the sweep's store.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     if model_uri.startswith("models:/m-"):
         model = client.get_logged_model(model_uri[len("models:/"):].strip("/"))
         return model.artifact_location, model.source_run_id, model.model_id
-    if RunsArtifactRepository.is_runs_uri(model_uri):
-        run_id, path = RunsArtifactRepository.parse_runs_uri(model_uri)
+    parsed = parse_runs_uri(model_uri)
+    if parsed is not None:
+        run_id, path = parsed
         run = client.get_run(run_id)
         # MLflow 3 keeps a logged model's files with the model, not the run; a folder logged as
         # run artifacts (log_artifacts) is the other place a runs:/ URI can point to.
@@ -59,7 +61,25 @@ def _model_source(client, model_uri: str) -> tuple[str, str | None, str | None]:
         if logged:  # logged more than once under one name: the newest
             model = max(logged, key=lambda m: m.creation_timestamp)
             return model.artifact_location, run_id, model.model_id
-        if client.list_artifacts(run_id, path):
-            return f"{run.info.artifact_uri.rstrip('/')}/{path}", run_id, None
+        if client.list_artifacts(run_id, path or None):
+            return f"{run.info.artifact_uri.rstrip('/')}/{path}".rstrip("/"), run_id, None
         raise MlflowException(f"run {run_id} has no logged model or artifacts named {path!r}")
     return model_uri, None, None
+
+
+def parse_runs_uri(uri: str) -> tuple[str, str] | None:
+    """(run id, artifact path) of `runs:/<run id>/<path>` ("" for the run's root), None for a URI
+    of another scheme; a malformed runs URI raises MlflowException.
+
+    The rules of MLflow's own parser (RunsArtifactRepository.parse_runs_uri, not public API),
+    less a trailing slash: a profile between `runs://` and the run id is not part of either.
+    """
+    from mlflow.exceptions import MlflowException
+
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "runs":
+        return None
+    run_id, _, path = parsed.path.removeprefix("/").partition("/")
+    if not parsed.path.startswith("/") or not run_id:
+        raise MlflowException(f"not a runs URI: {uri!r} (runs:/<run id>/<artifact path>)")
+    return run_id, path.strip("/")

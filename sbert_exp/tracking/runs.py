@@ -35,6 +35,7 @@ from sbert_exp.tracking.tags import (
     PID_TAG,
     REUSED_TAG,
     SWEEP_TAG,
+    UI_TRAINING_VIEW,
 )
 from sbert_exp.utils import interrupts
 
@@ -98,15 +99,21 @@ class Tracker:
             if found is not None:
                 return found.experiment_id
             try:
-                return client.create_experiment(self.cfg.experiment,
-                                                artifact_location=artifact_root(self.cfg.uri),
-                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                created = client.create_experiment(self.cfg.experiment,
+                                                   artifact_location=artifact_root(self.cfg.uri),
+                                                   tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except Exception:
                 # Jobs on other machines do not share our lock: one of them won the race.
                 found = client.get_experiment_by_name(self.cfg.experiment)
                 if found is None:
                     raise
                 return found.experiment_id
+        # MLflow's UI opens an experiment on GenAI pages unless the link asks for training runs.
+        ui = (self.cfg.uri.rstrip("/") if self.cfg.uri.startswith(("http:", "https:"))
+              else "<MLflow UI>")
+        log.info("MLflow experiment %r created; its runs in the MLflow UI: %s/#/experiments/%s?%s",
+                 self.cfg.experiment, ui, created, UI_TRAINING_VIEW)
+        return created
 
     def _existing_experiment(self) -> tuple[Any, str] | None:
         """(client, experiment id) when the store and experiment exist; never creates them."""

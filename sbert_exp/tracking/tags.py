@@ -26,8 +26,12 @@ MODEL_DIR_TAG = "sbert_exp.model_dir"  # where the job saved its model
 LOGGED_MODEL_TAG = "sbert_exp.logged_model"  # tracking.log_model=true: the logged model's URI
 
 
-# MLflow 3's UI opens an experiment in the view its kind names; unset, it guesses GenAI.
+# MLflow's experiment kind: model training, not GenAI (the UI's kind selector writes this tag).
+# MLflow 3.17.2's UI opens every experiment in the view of the browser's GenAI / Model training
+# switch (remembered per browser, default GenAI) and reads no tag for it: a link with
+# ?workflowType=machine_learning (UI_TRAINING_VIEW) opens it on its training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 # Who runs a run: a rerun marks runs whose process is gone KILLED instead of leaving them RUNNING.
