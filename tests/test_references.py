@@ -16,7 +16,7 @@ from sbert_exp.job.run import run_job
 from sbert_exp.job.sweeper import SWEEP_FILE
 from sbert_exp.report import board, cli, ship
 from sbert_exp.tracking.runs import flatten
-from sbert_exp.tracking.tags import CONFIG_KEY_TAG, PARENT_TAG, REUSED_TAG
+from sbert_exp.tracking.tags import CONFIG_KEY_TAG, MODEL_DIR_TAG, PARENT_TAG, REUSED_TAG
 
 # ------------------------------------------------------------------ names
 
@@ -117,6 +117,17 @@ def test_references_are_measured_once_a_sweep_and_stand_on_the_board(tiny_bert, 
     assert by["trimmed"]["model/disk_mb"] < base["base_model/disk_mb"]
     assert by["static_16"]["model/disk_mb"] < by["trimmed"]["model/disk_mb"]
     assert all(m["speed/speedup_vs_unpruned"] > 0 for m in by.values())
+    # The static form is a plain SentenceTransformer: loaded as one, it scores what the run says.
+    from sentence_transformers import SentenceTransformer
+
+    from sbert_exp.data.inputs import load_data
+    from sbert_exp.evaluation import sts_scores
+
+    static = next(r for r in refs if r["params"]["reference.name"] == "static_16")
+    loaded = SentenceTransformer(static["tags"][MODEL_DIR_TAG], device="cpu")
+    pairs = load_data(compose(tiny_overrides(tiny_bert, tmp_path, phase="sts"))[0]).sts_test
+    assert sts_scores(loaded, pairs, 7)["spearman_cosine"] == pytest.approx(
+        by["static_16"]["sts_test/spearman_cosine"], abs=1e-6)
 
     written = cli.write_report(folder)
     md = (folder / "report.md").read_text()
