@@ -134,7 +134,7 @@ def key(ref: Reference, parts: dict[str, str], cfg: TrainConfig) -> str:
     about: dict[str, object] = {
         "reference": ref.name, "parts": shared,
         "base_model": {k: v for k, v in dataclasses.asdict(cfg.base_model).items()
-                       if k not in ("languages", "init")},
+                       if k not in ("languages", "init", "card")},
         "eval": {k: getattr(cfg.eval, k) for k in ("batch_size", "speed_sentences",
                                                    "speed_rounds")},
         "languages": {n: cfg.eval.language_files.get(n, "embedded")

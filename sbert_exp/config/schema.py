@@ -42,6 +42,16 @@ class FileFormat(StrEnum):
 
 
 @dataclass
+class CardConfig:
+    """What a saved model's card says of its base model; it changes no weight, so it is not in
+    the reuse key."""
+
+    origin: str | None = None  # the Hub id the weights come from
+    license: str | None = None  # the base's licence, a Hub licence id (mit, apache-2.0, ...)
+    language: list[str] = field(default_factory=list)  # ISO 639-1 codes, or "multilingual"
+
+
+@dataclass
 class BaseModelConfig:
     """The pretrained encoder that is pruned and fine-tuned."""
 
@@ -60,6 +70,7 @@ class BaseModelConfig:
     # The language sets a job evaluates unless eval.languages says otherwise
     # (sbert_exp.data.languages.EVAL_SETS): a multilingual base names its languages here.
     languages: list[str] = field(default_factory=list)
+    card: CardConfig = field(default_factory=CardConfig)
 
 
 class CalibrationSplit(StrEnum):

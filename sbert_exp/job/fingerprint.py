@@ -76,7 +76,7 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     if config["phase"]["sts"] is not None and config["phase"]["sts"]["loss"] == "cosine":
         del config["phase"]["sts"]["loss"]
     # The language sets: which ones the job evaluates, not where the names came from.
-    del config["base_model"]["languages"]
+    del config["base_model"]["languages"], config["base_model"]["card"]  # no weight changes
     del config["eval"]["languages"], config["eval"]["language_files"]
     if sets:
         config["languages"] = {name: cfg.eval.language_files.get(name, "embedded")

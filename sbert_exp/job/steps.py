@@ -21,6 +21,7 @@ from sbert_exp.data.readers import (
     resolve_path,
 )
 from sbert_exp.evaluation.languages import set_score
+from sbert_exp.forms.card import Card, describe
 from sbert_exp.job import layers as selection
 from sbert_exp.job.checks import Checked
 from sbert_exp.job.fingerprint import Fingerprint, read_splits
@@ -160,6 +161,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     _stages(cfg, data, model, targets, lang_teacher, bs, run, record)
     # 5. Save the pruned, fine-tuned model and the metrics.
     if cfg.save_model:
+        describe(model, _card(cfg, kept, record.metrics), output_dir)
         forms.save(model, output_dir / "model")
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
@@ -173,6 +175,24 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     if cfg.tracking.log_model:
         run.log_model(model, cfg.tracking.uri)
     return record.metrics
+
+
+def _card(cfg: TrainConfig, kept: list[int], metrics: dict[str, float]) -> Card:
+    """What the saved model's card says of it."""
+    p, phase = cfg.pruning, cfg.phase
+    how = ("given explicitly" if p.layers is not None else "every layer" if p.keep is None
+           else STRATEGIES[p.strategy].label)
+    recipe = [f"{name} ({'all' if stage.max_pairs is None else f'{stage.max_pairs:,}'} pairs, "
+              f"{stage.epochs} epoch{'s' if stage.epochs > 1 else ''})"
+              for name, stage in (("NLI", phase.nli), ("STS", phase.sts)) if stage is not None]
+    if phase.distill is not None:
+        d = phase.distill
+        count = "all" if d.max_sentences is None else f"{d.max_sentences:,}"
+        recipe.insert(1 if phase.nli is not None else 0,
+                      f"distillation from the base ({count} sentences, {d.epochs} epoch"
+                      f"{'s' if d.epochs > 1 else ''})")
+    return Card(cfg.base_model.name, cfg.base_model.card, kept, cfg.base_model.num_layers, how,
+                int(metrics.get("model/vocab_size", 0)), recipe, metrics)
 
 
 def _measure_base(cfg: TrainConfig, checked: Checked, unpruned, bs: int,
