@@ -105,8 +105,8 @@ def test_marathi_baselines_compare_equal_depth():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    for preset, small in (("marathi_baselines", "mahabert_small"),
-                          ("marathi_baselines_2", "mahabert_smaller")):
+    for preset, small in (("marathi_baselines_keep6", "mahabert_small"),
+                          ("marathi_baselines_keep2", "mahabert_smaller")):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             swept = hydra_compose("train", [f"experiment={preset}"],
                                   return_hydra_config=True).hydra.sweeper.params

@@ -57,3 +57,10 @@ def test_every_strategy_listing_reads_the_one_declaration(monkeypatch):
         assert STRATEGIES[s].score_metric.startswith("pruning/") and STRATEGIES[s].score_axes
     for s in set(Strategy) - SCORED:
         assert STRATEGIES[s].chooses(12, 4) == sorted(set(STRATEGIES[s].chooses(12, 4)))
+
+
+def test_no_module_defines_a_logger_it_never_uses():
+    unused = [str(p.relative_to(ROOT)) for p in (ROOT / "sbert_exp").rglob("*.py")
+              if "log = logging.getLogger(__name__)" in p.read_text()
+              and "log." not in p.read_text().replace("log = logging.getLogger", "")]
+    assert unused == []

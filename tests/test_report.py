@@ -586,3 +586,18 @@ def test_the_base_as_it_is_is_on_the_board_and_wins_when_nothing_trained_beats_i
     # Within 98 MB the base is out; u fits but scores below it at no gain: never recommended.
     row = models.loc[board.recommend(models, front, board.Budget(max_mb=98))]
     assert (row.strategy, row.keep, row.form) == ("top", 2, "model")
+
+
+def test_drawing_a_chart_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from sbert_exp.job.layers import plot_layer_scores
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # what a caller chose
+    try:
+        path = plot_layer_scores("angular", [0.1, 0.3, 0.2], [0, 2], tmp_path / "scores.png")
+        assert matplotlib.get_backend() == "svg"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)

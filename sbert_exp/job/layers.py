@@ -115,13 +115,11 @@ def _entry(key: str, strategy: Strategy) -> str:
 def plot_layer_scores(strategy: str, scores: Sequence[float], kept: Sequence[int],
                       path: Path) -> Path:
     """A job's layer scores as bars; for block_influence the kept layers' bars are filled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a caller's backend stays as it is
 
     xlabel, ylabel = STRATEGIES[Strategy(strategy)].score_axes
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
     filled = [strategy != "block_influence" or i in kept for i in range(len(scores))]
     ax.bar(range(len(scores)), scores, color=["tab:blue" if f else "white" for f in filled],
            edgecolor="tab:blue")
@@ -133,5 +131,4 @@ def plot_layer_scores(strategy: str, scores: Sequence[float], kept: Sequence[int
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

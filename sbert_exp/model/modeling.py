@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,8 +14,6 @@ from torch import nn
 from sbert_exp.config.schema import BaseModelConfig, Init, Source
 from sbert_exp.data import assets
 from sbert_exp.errors import AssetError, ConfigError
-
-log = logging.getLogger(__name__)
 
 # Where each architecture keeps its stack of layers, and the config field with its depth.
 LAYER_PATHS = (

@@ -18,11 +18,13 @@ MARKERS = "osD^vP*X"
 GREYS = ["dimgrey", "darkgrey", "black", "silver"]  # unpruned levels, one shade a base
 
 
-def _panels(plt, df: pd.DataFrame):
+def _panels(df: pd.DataFrame):
     """A figure with one panel per phase (sharing the STSb axis), and the phases in order."""
+    from matplotlib.figure import Figure
+
     phases = sorted(set(df.phase))
-    fig, axes = plt.subplots(1, len(phases), figsize=(3.2 + 4.8 * len(phases), 4.8),
-                             sharey=True, squeeze=False)
+    fig = Figure(figsize=(3.2 + 4.8 * len(phases), 4.8))
+    axes = fig.subplots(1, len(phases), sharey=True, squeeze=False)
     return fig, list(zip(phases, axes[0], strict=True))
 
 
@@ -31,15 +33,11 @@ def _removed(strategy: str) -> str:
 
 
 def plot(df: pd.DataFrame, out: Path) -> list[Path]:
-    """STSb against kept layers (a line per strategy) and against speedup; one panel a phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """STSb against kept layers (a line per strategy) and against speedup; one panel a phase.
+    Drawn with matplotlib's Figure API: the caller's pyplot backend and figures are untouched."""
     paths = [out / "spearman_vs_layers.png", out / "quality_vs_speedup.png"]
     marker = {base: MARKERS[i % len(MARKERS)] for i, base in enumerate(sorted(set(df.base)))}
-    fig, panels = _panels(plt, df)
+    fig, panels = _panels(df)
     for phase, ax in panels:
         _layers_panel(ax, df[df.phase == phase], marker)
         ax.set_xticks(sorted(set(df.keep)))
@@ -47,7 +45,7 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     _finish(fig, [ax for _, ax in panels], "kept layers",
             "STSb quality vs kept layers, by pruning strategy", paths[0])
 
-    fig, panels = _panels(plt, df)
+    fig, panels = _panels(df)
     for phase, ax in panels:
         _speed_panel(ax, df[df.phase == phase], marker)
         ax.set_title(f"phase={phase}", fontsize=10)
@@ -116,17 +114,16 @@ def plot_pareto(df: pd.DataFrame, front: pd.Series, chosen: int, path: Path) -> 
     """STSb against speedup for every candidate, coloured by size; the front joined and ringed,
     the recommended model circled in red. Candidates without a speed timing are left out."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
 
     drawn = df[df.speed.notna() & df.score.notna()]
     on = drawn[front[drawn.index]].sort_values("speed")
-    fig, ax = plt.subplots(figsize=(8, 5.2))
+    fig = Figure(figsize=(8, 5.2))
+    ax = fig.subplots()
     sized = drawn.mb.notna().any()
-    colour = {"c": drawn.mb, "cmap": plt.get_cmap("viridis").with_extremes(bad="lightgrey"),
+    colour = {"c": drawn.mb, "cmap": matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey"),
               "norm": Normalize(drawn.mb.min(), drawn.mb.max())} if sized else {"c": "tab:blue"}
     ax.scatter(drawn.speed, drawn.score, s=35, alpha=0.45, edgecolors="none", label="all models",
                **colour)
@@ -164,14 +161,11 @@ def plot_pareto(df: pd.DataFrame, front: pd.Series, chosen: int, path: Path) -> 
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def _finish(fig, axes, xlabel: str, title: str, path: Path) -> None:
     """Labels, one legend for every panel (each label once), the file."""
-    import matplotlib.pyplot as plt
-
     legend: dict[str, object] = {}
     for ax in axes:
         ax.set_xlabel(xlabel)
@@ -184,4 +178,3 @@ def _finish(fig, axes, xlabel: str, title: str, path: Path) -> None:
                     bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -15,8 +14,6 @@ from torch import nn
 
 from sbert_exp.config.schema import DistillConfig, StageConfig, StsLoss, StsStageConfig
 from sbert_exp.model.modeling import default_prompt, precision
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
