@@ -218,3 +218,39 @@ def test_saved_e5_reproduces_the_logged_score(tmp_path):
                                                       abs=1e-6)
     # top-removed keep 2 before training: 0.5119 in the README's Results table
     assert metrics["sts_test/spearman_cosine"] == pytest.approx(0.5119, abs=5e-4)
+
+
+def _translation_evaluator(model, first: list[str], second: list[str], batch_size: int) -> float:
+    from sentence_transformers.sentence_transformer.evaluation import TranslationEvaluator
+
+    evaluator = TranslationEvaluator(first, second, batch_size=batch_size, write_csv=False)
+    return float(evaluator(model)["mean_accuracy"])
+
+
+def test_bitext_accuracy_is_sentence_transformers_translation_evaluator(tiny_bert, sts_test):
+    """The bitext metric is TranslationEvaluator's mean accuracy (both directions, averaged), so
+    anyone can reproduce it with sentence-transformers alone; here on 120 STSb pairs, one
+    sentence a batch (nothing padded: both sides embed each sentence bit for bit alike)."""
+    from sbert_exp.data.languages import Loaded
+
+    first, second = sts_test["sentence1"][:120], sts_test["sentence2"][:120]
+    model = _load(tiny_bert)
+    ours = evaluation.language_scores(
+        model, [Loaded("sts", "bitext", Path("-"), first, second)], {}, UNPADDED)
+    assert ours["bitext/sts/accuracy"] == _translation_evaluator(model, first, second, UNPADDED)
+
+
+@pytest.mark.slow
+def test_the_en_hi_bitext_score_of_e5_is_translation_evaluators():
+    """The same on a real set and model: the embedded en-hi set, e5_small with its prompt, at the
+    batch size jobs use."""
+    from sbert_exp.data import languages
+    from sbert_exp.data.inputs import eval_batch_size
+
+    cfg, _ = compose(["base_model=e5_small", "phase=none"])
+    model = modeling.load_base(cfg.base_model, "cpu", modeling.locate(cfg.base_model))
+    [en_hi] = languages.load(["en-hi"], {})
+    batch = eval_batch_size(cfg.eval.batch_size, "cpu")
+    ours = evaluation.language_scores(model, [en_hi], {}, batch)["bitext/en-hi/accuracy"]
+    assert ours == pytest.approx(_translation_evaluator(model, en_hi.first, en_hi.second, batch),
+                                 abs=1 / (2 * len(en_hi.first)))
