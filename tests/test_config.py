@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sbert_exp.train  # noqa: F401  (registers the schema for hydra's compose)
-from conftest import ROOT, compose
+from conftest import CONF, ROOT, compose
 from sbert_exp.config.schema import Source
 from sbert_exp.errors import ConfigError
 from sbert_exp.job.checks import plan
@@ -232,3 +232,21 @@ def test_malformed_data_file_ends_in_one_line(tmp_path):
         f"error: {data / 'sts.tsv'} line 2: score 'four' is not a number: "
         "check the split's label column"]
     assert sorted(p.name for p in run_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("phase", ["nli", "sts", "distill", "nli_sts", "distill_sts",
+                                   "nli_distill"])
+def test_every_phase_takes_its_stages_from_the_one_stage_file(phase):
+    """conf/stage/<stage>.yaml is each stage's only block: the phases compose it."""
+    from omegaconf import OmegaConf
+
+    _, cfg = compose([f"phase={phase}"])
+    for stage in ("nli", "distill", "sts"):
+        if stage in phase.split("_"):
+            composed = OmegaConf.to_container(cfg.phase[stage])
+            written = OmegaConf.to_container(OmegaConf.load(CONF / "stage" / f"{stage}.yaml"))
+            assert {k: composed[k] for k in written} == written
+        else:
+            assert cfg.phase.get(stage) is None
+    assert not any(f"\n{s}:\n" in (CONF / "phase" / f"{phase}.yaml").read_text()
+                   for s in ("nli", "distill", "sts"))

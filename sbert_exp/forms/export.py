@@ -69,6 +69,9 @@ def available(backend: Backend) -> str | None:
     if missing:
         return (f"export={backend} needs {', '.join(missing)}, which "
                 f"{'is' if len(missing) == 1 else 'are'} not installed: pip install -e '.[export]'")
+    if backend is Backend.torch_int8 and not hasattr(torch.ao.quantization, "quantize_dynamic"):
+        return (f"export={backend} needs torch.ao.quantization.quantize_dynamic, which this torch "
+                f"{torch.__version__} no longer has: use export=onnx_int8")
     if backend is Backend.torch_int8 and not _quantized_engine():
         return (f"export={backend} needs a torch build with a quantized engine (x86, fbgemm or "
                 f"qnnpack); this one has {torch.backends.quantized.supported_engines}: "
