@@ -207,7 +207,8 @@ def cli() -> None:
 
 
 def _interrupted() -> None:
-    print(INTERRUPTED, file=sys.stderr)
+    # On a line of its own: Ctrl-C may cut a progress bar (or the terminal's "^C") mid-line.
+    print(f"\n{INTERRUPTED}", file=sys.stderr)
     sys.exit(130)
 
 

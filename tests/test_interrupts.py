@@ -26,8 +26,11 @@ def ctrl_c() -> None:
 
 @pytest.fixture(autouse=True)
 def _sigint_restored():
-    """train.cli() takes over SIGINT; pytest's own handler comes back after each test."""
+    """Each test starts with Python's own SIGINT handler, whatever this process inherited (a
+    background job of a script starts with SIGINT ignored); train.cli() takes it over, and the
+    handler from before comes back after each test."""
     before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
     interrupts.reset()
@@ -84,6 +87,17 @@ def test_a_ctrl_c_that_a_finalizer_swallows_is_not_lost(monkeypatch):
     assert interrupts.interrupted()
     with pytest.raises(KeyboardInterrupt):
         interrupts.check()
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """Started with SIGINT ignored (nohup, `cmd &` in a script), the process keeps ignoring it,
+    as Python does; shielded calls leave it as it is."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupts.install()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    with interrupts.shielded():
+        ctrl_c()  # ignored
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and not interrupts.interrupted()
 
 
 def test_without_a_ctrl_c_check_passes():
@@ -203,7 +217,7 @@ def test_an_interrupted_sweep_ends_cleanly_and_the_same_command_finishes_it(
     with monkeypatch.context() as patch:
         _point(patch, where)
         assert _cli(monkeypatch, argv) == 130
-    assert capsys.readouterr().err.strip().splitlines()[-1] == LINE
+    assert capsys.readouterr().err.endswith(f"\n{LINE}\n")  # on a line of its own
     runs = _runs(tmp_path / "mlflow.db")
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
     parent = next(r for r in runs if r.data.tags.get("sbert_exp.sweep") == "parent")

@@ -290,7 +290,9 @@ def test_interrupted_sweep_resumes_with_what_is_missing(tiny_bert, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sbert_exp.train", "-m", *overrides, "save_model=false",
          f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: SIGINT not ignored, even where this process inherited it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not list((tmp_path / "sweep").glob("1_*")):  # Hydra starts job 1 when job 0 is done
         assert proc.poll() is None and time.monotonic() < deadline, "first job did not finish"

@@ -37,9 +37,11 @@ def _main_thread() -> bool:
 
 
 def install() -> None:
-    """Take over SIGINT for this process (the command-line entry points call it first)."""
+    """Take over SIGINT for this process (the command-line entry points call it first). A SIGINT
+    that the process was started ignoring (`nohup`, a background job of a script) stays ignored,
+    as Python itself leaves it."""
     reset()
-    if _main_thread():
+    if _main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _handler)
 
 
