@@ -9,7 +9,8 @@ job's timing code, against the same unpruned fp32 model:
 - `trimmed`, `trimmed_int8`: the base with only its vocabulary trimmed to the job's corpus
   (`vocab.*`; the training splits when the job keeps the whole vocabulary), then int8 ONNX;
 - `static`, `static_<dims>`: static token embeddings distilled from the base by model2vec
-  (`model2vec.distill`, PCA to 256 or `<dims>` dimensions), prompted like the base;
+  (`model2vec.distill`, PCA to 256 or `<dims>` dimensions), saved as a SentenceTransformer
+  (`StaticEmbedding`) prompted like the base;
 - any other embedded or configured base model (`minilm_l6`, ...): that model as it is.
 
 Each is computed once per content (the base's files, the test sets, the corpus, the package

@@ -44,15 +44,20 @@ class Run:
                 self._client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        with call():
+            self.write_metrics(metrics, step)
+
+    def write_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """`log_metrics` without its Ctrl-C check, for a caller already in a shielded block
+        that must write even after a Ctrl-C (a sweep's parent run, closing)."""
         if self.run_id is None:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        with call():
-            for i in range(0, len(items), 1000):
-                self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
+        for i in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if self.run_id is None:

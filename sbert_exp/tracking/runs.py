@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -193,13 +192,10 @@ class Tracker:
         """Close a sweep's parent run with its job counts (columns in the UI's run list)."""
         if run_id is None:
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
         with interrupts.shielded():  # also after a Ctrl-C: the parent says how it ended
             client = self._client()
-            client.log_batch(run_id, metrics=[Metric("sweep/jobs", jobs, now, 0),
-                                              Metric("sweep/failed_jobs", failed_jobs, now, 0)])
+            Run(client, run_id).write_metrics({"sweep/jobs": jobs,
+                                               "sweep/failed_jobs": failed_jobs})
             if failed:
                 client.set_tag(run_id, "failed_jobs", "; ".join(failed)[:5000])
             client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
