@@ -4,6 +4,7 @@ and one declaration of the layer strategies that every listing reads."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,21 +43,43 @@ def test_modules_and_functions_stay_small(path):
     assert long == []
 
 
-def test_every_strategy_listing_reads_the_one_declaration(monkeypatch):
+def test_every_strategy_listing_reads_the_one_declaration():
     """The report's order and lines, the plots' colours and labels, the layer-score metric and
-    chart: all come from `STRATEGIES`."""
-    from sbert_exp.pruning.strategies import OTHER_ROWS, SCORED, STRATEGIES, Strategy
-    from sbert_exp.report import plots, table
+    chart, what a scored strategy reads: all come from `STRATEGIES`, and the pure core holds no
+    presentation (colours, chart axes) and no MLflow names."""
+    from sbert_exp import selection
+    from sbert_exp.pruning import strategies
+    from sbert_exp.pruning.strategies import SCORED, STRATEGIES, Evidence, Strategy
+    from sbert_exp.report import plots, style, table
 
-    assert list(table.STRATEGY_ORDER) == [*map(str, STRATEGIES), *OTHER_ROWS]
+    assert list(table.STRATEGY_ORDER) == [*map(str, STRATEGIES), *style.OTHER_ROWS]
     assert table.LINE_STRATEGIES == [str(s) for s in STRATEGIES]
-    assert plots.COLORS == {str(s): d.color for s, d in {**STRATEGIES, **OTHER_ROWS}.items()}
+    assert set(style.COLORS) == set(table.STRATEGY_ORDER)
     assert {plots._removed(str(s)) for s in Strategy} == {d.label for d in STRATEGIES.values()}
     assert SCORED == {s for s, d in STRATEGIES.items() if d.chooses is None}
-    for s in SCORED:  # a scored strategy logs its scores and draws them
-        assert STRATEGIES[s].score_metric.startswith("pruning/") and STRATEGIES[s].score_axes
+    assert set(selection.METRICS) == set(style.SCORE_AXES) == SCORED
+    for s in SCORED:  # a scored strategy names its evidence, logs its scores and draws them
+        assert isinstance(STRATEGIES[s].evidence, Evidence)
+        assert selection.METRICS[s].startswith("pruning/")
     for s in set(Strategy) - SCORED:
         assert STRATEGIES[s].chooses(12, 4) == sorted(set(STRATEGIES[s].chooses(12, 4)))
+        assert STRATEGIES[s].evidence is None
+    core = Path(strategies.__file__).read_text()
+    assert not re.search(r"tab:|pruning/|mlflow", core)
+
+
+def test_no_strategy_is_named_outside_its_declaration():
+    """Code branches on what a strategy scores on, never on its name: a new scored strategy
+    changes `pruning/strategies.py` and `selection.py` only."""
+    named = re.compile(r"Strategy\.(block_influence|angular|greedy_dev)\b|"
+                       r"[=!]= \"(block_influence|angular|greedy_dev)\"|"
+                       r"in \(\"(block_influence|angular|greedy_dev)\"")
+    allowed = {"sbert_exp/pruning/strategies.py", "sbert_exp/selection.py",
+               "sbert_exp/report/style.py"}
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "sbert_exp").rglob("*.py"))
+             if str(p.relative_to(ROOT)) not in allowed
+             for i, line in enumerate(p.read_text().splitlines(), 1) if named.search(line)]
+    assert found == []
 
 
 def test_no_module_defines_a_logger_it_never_uses():

@@ -591,7 +591,7 @@ def test_the_base_as_it_is_is_on_the_board_and_wins_when_nothing_trained_beats_i
 def test_drawing_a_chart_leaves_the_callers_matplotlib_backend_alone(tmp_path):
     import matplotlib
 
-    from sbert_exp.job.layers import plot_layer_scores
+    from sbert_exp.report.plots import plot_layer_scores
 
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # what a caller chose

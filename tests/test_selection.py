@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, mlflow_runs, run_tiny_job, tiny_overrides
+from sbert_exp import selection
 from sbert_exp.errors import ConfigError
-from sbert_exp.job import layers as selection
 from sbert_exp.job.checks import check
 from sbert_exp.model import modeling
 from sbert_exp.pruning import importance
+from sbert_exp.report.cli import layer_charts
+from sbert_exp.tracking.queries import _as_dict
 
 STS_DEV = [("a man is playing a guitar", "a man plays the guitar", 4.6),
            ("a woman is slicing an onion", "a woman is cutting an onion", 4.2),
@@ -57,14 +59,17 @@ def test_block_influence_keeps_the_highest_scoring_layers_and_caches(tiny_bert, 
                            "pruning.strategy=block_influence")
     expected = importance.keep_highest(importance.block_influence(
         *_hidden(tiny_bert, tmp_path, overrides)), 3)
-    caplog.set_level(logging.INFO, logger="sbert_exp.job.layers")
+    caplog.set_level(logging.INFO, logger="sbert_exp.selection")
     _job(overrides, tmp_path / "a")
     client, run = _last_run(tmp_path)
     assert run.data.params["pruning.kept_layers"] == ",".join(map(str, expected))
     history = client.get_metric_history(run.info.run_id, "pruning/block_influence")
     assert sorted(m.step for m in history) == list(range(12))
-    assert (tmp_path / "a" / "layer_scores.png").stat().st_size > 1000
-    assert "layer_scores.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # The report draws the logged scores: one chart per base, init, strategy and keep.
+    charts = layer_charts(f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          [_as_dict(run), _as_dict(run)], tmp_path / "charts")
+    assert charts == [tmp_path / "charts" / "tiny_bert-pretrained-block_influence-keep3.png"]
+    assert charts[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Another keep of the same model and calibration: the scores come from the cache.
     _job([*overrides[:-2], "pruning.keep=5", "pruning.strategy=block_influence"], tmp_path / "b")
     lines = [r.message for r in caplog.records if r.message.startswith("layer scores")]

@@ -10,7 +10,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
 from sbert_exp.errors import ConfigError
 from sbert_exp.pruning.rules import pruning_label
-from sbert_exp.pruning.strategies import Strategy
+from sbert_exp.pruning.strategies import STRATEGIES, Evidence, Strategy
 
 
 class Source(StrEnum):
@@ -312,10 +312,11 @@ def _read_splits(cfg: DictConfig) -> set[str]:
         read |= {"nli_train", "sts_train"}
     pruning = cfg.pruning
     if pruning.get("layers") is None and pruning.get("keep") is not None:
-        strategy = str(pruning.get("strategy"))
-        if strategy in ("block_influence", "angular"):
+        declared = STRATEGIES.get(str(pruning.get("strategy")))  # None: not yet validated
+        found = declared.evidence if declared is not None else None
+        if found is Evidence.hidden_states:
             read.add(str(pruning.calibration.split))
-        elif strategy == "greedy_dev":
+        elif found is Evidence.sts_dev:
             read.add("sts_dev")
     return read
 

@@ -21,7 +21,7 @@ from sbert_exp.data.readers import (
     subsample,
 )
 from sbert_exp.errors import ConfigError
-from sbert_exp.pruning.strategies import SCORED, Strategy
+from sbert_exp.pruning.strategies import SCORED, Evidence, evidence
 
 EVAL_BATCH = {"cpu": 64, "cuda": 256}  # eval.batch_size=null: sentences per encode batch
 
@@ -77,7 +77,7 @@ def load_data(cfg: TrainConfig) -> JobData:
     scored = p.layers is None and p.keep is not None and p.strategy in SCORED
     if scored and p.keep < cfg.base_model.num_layers:
         c = p.calibration
-        if p.strategy is Strategy.greedy_dev:
+        if evidence(p.strategy) is Evidence.sts_dev:
             dev = load_split(d.sts_dev, "sts", "dataset.sts_dev")
             if c.dev_pairs > len(dev):
                 raise ConfigError(f"pruning.calibration.dev_pairs={c.dev_pairs} but "

@@ -21,7 +21,7 @@ from sbert_exp.forms import export, vocab
 from sbert_exp.job.fingerprint import Fingerprint, fingerprint
 from sbert_exp.model import modeling
 from sbert_exp.pruning.rules import PruningError, kept_layers
-from sbert_exp.pruning.strategies import Strategy
+from sbert_exp.pruning.strategies import Evidence, evidence
 
 
 def plan(cfg: TrainConfig) -> list[int] | None:
@@ -79,9 +79,9 @@ def plan(cfg: TrainConfig) -> list[int] | None:
 def _check_calibration(cfg: TrainConfig) -> None:
     p, d = cfg.pruning, cfg.dataset
     c = p.calibration
-    if p.strategy is Strategy.greedy_dev:
+    if evidence(p.strategy) is Evidence.sts_dev:
         if d.sts_dev is None:
-            raise ConfigError(f"pruning.strategy=greedy_dev scores layer removals on STS dev "
+            raise ConfigError(f"pruning.strategy={p.strategy} scores layer removals on STS dev "
                               f"pairs but dataset={d.name} has no sts_dev split: set "
                               "dataset.sts_dev, or choose another strategy")
         if c.dev_pairs < 3:

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from sbert_exp import evaluation, forms
+from sbert_exp import evaluation, forms, selection
 from sbert_exp.config.schema import (
     ExportBackend,
     Init,
@@ -22,7 +22,6 @@ from sbert_exp.data.readers import (
 )
 from sbert_exp.evaluation.languages import set_score
 from sbert_exp.forms.card import Card, describe
-from sbert_exp.job import layers as selection
 from sbert_exp.job.checks import Checked
 from sbert_exp.job.fingerprint import Fingerprint, read_splits
 from sbert_exp.model import modeling
@@ -87,10 +86,10 @@ def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data:
     return metrics
 
 
-def choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int, run: Run,
-                   output_dir: Path) -> selection.Choice:
+def choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int,
+                  run: Run) -> selection.Choice:
     """Score the loaded base model's layers (once per model and calibration set: cached) and
-    keep the best; the scores go to MLflow as a metric history and a bar chart."""
+    keep the best; the scores go to MLflow as a metric history (the report draws it)."""
     p, fp = cfg.pruning, checked.fingerprint
     data = checked.data
     calibration = data.calibration if data.calibration is not None else [
@@ -104,12 +103,9 @@ def choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int, ru
     choice = selection.choose(model, p.strategy, p.keep, sentences=data.calibration,
                               dev=data.sts_dev, batch_size=batch_size, cache_key=key)
     run.log_params({"pruning.kept_layers": ",".join(map(str, choice.kept))})
-    name = STRATEGIES[p.strategy].score_metric
+    name = selection.METRICS[p.strategy]
     for step, score in enumerate(choice.scores):
         run.log_metrics({name: score}, step=step)
-    chart = selection.plot_layer_scores(p.strategy.value, choice.scores, choice.kept,
-                              output_dir / "layer_scores.png")
-    run.log_artifact(chart)
     return choice
 
 
@@ -140,7 +136,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     model = modeling.load_base(cfg.base_model, device, checked.model_path, cfg.seed)
     kept = checked.kept
     if kept is None:
-        choice = choose_layers(cfg, checked, model, bs, run, output_dir)
+        choice = choose_layers(cfg, checked, model, bs, run)
         kept = choice.kept
         record({"time/layer_choice_s": choice.seconds})
     # A pretrained student is the teacher until it is pruned; a random-init one needs it loaded.

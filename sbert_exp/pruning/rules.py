@@ -18,7 +18,7 @@ def select_layers(num_layers: int, keep: int, strategy: Strategy | str) -> list[
     strategy = _strategy(strategy)
     if strategy in SCORED:
         raise PruningError(f"pruning.strategy={strategy.value} chooses layers from the model's "
-                           "scores: use sbert_exp.job.layers")
+                           "scores: use sbert_exp.selection")
     return STRATEGIES[strategy].chooses(num_layers, keep)
 
 

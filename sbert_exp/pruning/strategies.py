@@ -1,8 +1,10 @@
-"""Every layer strategy, declared once: its name, how it chooses the kept layers, and how the
-report, the plots and MLflow show it. Everything that lists strategies reads `STRATEGIES`.
+"""Every layer strategy, declared once: its name, how it chooses the kept layers, and what a
+scored one scores on. Everything that lists strategies reads `STRATEGIES`.
 
 A new positional strategy is one entry here (a function of depth and keep); a new scored one is
-an entry with `chooses=None`, a metric and chart axes, plus its scorer in `sbert_exp.job.layers`.
+an entry with `chooses=None` and its evidence, plus its scorer and MLflow metric in
+`sbert_exp.selection`. How the report draws each (colour, chart axes) is in
+`sbert_exp.report.style`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class Strategy(StrEnum):
     middle = "middle"  # remove a contiguous middle block: keep both ends
     bottom = "bottom"  # remove the bottom layers: keep the last `keep` layers
     alternate = "alternate"  # remove every other layer, from the top down (Sajjad et al. 2023)
-    # Chosen from scores of the base model on calibration sentences (sbert_exp.job.layers):
+    # Chosen from scores of the base model on calibration data (sbert_exp.selection):
     block_influence = "block_influence"  # keep the layers that change their input most
     angular = "angular"  # remove the block whose input and output are closest in angle
     greedy_dev = "greedy_dev"  # remove, one by one, the layer whose loss costs least STS dev
@@ -63,40 +65,41 @@ def _keep_alternate_removed(num_layers: int, keep: int) -> list[int]:
     return [i for i in range(num_layers) if i not in removed]
 
 
+class Evidence(StrEnum):
+    """What a scored strategy scores the base model's layers on."""
+
+    hidden_states = "hidden_states"  # its hidden states on calibration sentences
+    sts_dev = "sts_dev"  # STS dev Spearman with layers removed (dataset.sts_dev)
+
+
 @dataclass(frozen=True)
 class Declared:
-    """How one strategy chooses and is shown."""
+    """How one strategy chooses, and its name in words."""
 
     # Positional: (depth, keep) -> kept indices. None: scored, chosen from the loaded model's
-    # scores by `sbert_exp.job.layers`.
+    # scores by `sbert_exp.selection`.
     chooses: Callable[[int, int], list[int]] | None
-    label: str  # how plots name its lines ("top removed", "angular choice")
-    color: str  # its colour in every plot
-    score_metric: str | None = None  # scored: the MLflow metric of its layer scores (step: index)
-    score_axes: tuple[str, str] | None = None  # scored: (x, y) of its layer-score chart
+    label: str  # its name in words: plots' lines, model cards ("top removed", "angular choice")
+    evidence: Evidence | None = None  # scored: what it scores layers on
 
 
 # In report order.
 STRATEGIES: dict[Strategy, Declared] = {
-    Strategy.top: Declared(_keep_top_removed, "top removed", "tab:blue"),
-    Strategy.middle: Declared(_keep_middle_removed, "middle removed", "tab:orange"),
-    Strategy.bottom: Declared(_keep_bottom_removed, "bottom removed", "tab:green"),
-    Strategy.alternate: Declared(_keep_alternate_removed, "alternate removed", "tab:red"),
-    Strategy.block_influence: Declared(
-        None, "block_influence choice", "tab:brown", "pruning/block_influence",  # step: layer
-        ("layer", "block influence: 1 - mean cos(input, output)")),
-    Strategy.angular: Declared(
-        None, "angular choice", "tab:cyan", "pruning/angular_distance",  # step: block start
-        ("first layer of the removed block", "angular distance / pi")),
-    Strategy.greedy_dev: Declared(
-        None, "greedy_dev choice", "tab:olive", "pruning/greedy_dev_spearman",  # step: removed
-        ("layers removed", "STS dev Spearman")),
+    Strategy.top: Declared(_keep_top_removed, "top removed"),
+    Strategy.middle: Declared(_keep_middle_removed, "middle removed"),
+    Strategy.bottom: Declared(_keep_bottom_removed, "bottom removed"),
+    Strategy.alternate: Declared(_keep_alternate_removed, "alternate removed"),
+    Strategy.block_influence: Declared(None, "block_influence choice", Evidence.hidden_states),
+    Strategy.angular: Declared(None, "angular choice", Evidence.hidden_states),
+    Strategy.greedy_dev: Declared(None, "greedy_dev choice", Evidence.sts_dev),
 }
 assert set(STRATEGIES) == set(Strategy), "every Strategy is declared"
-# Report rows that name no strategy: explicit pruning.layers, and every layer kept.
-OTHER_ROWS: dict[str, Declared] = {
-    "layers": Declared(None, "chosen layers", "tab:purple"),
-    "none": Declared(None, "unpruned", "black"),
-}
+assert all((d.chooses is None) == (d.evidence is not None) for d in STRATEGIES.values()), \
+    "a strategy either chooses by position or names its evidence"
 # Strategies whose layers depend on the model's scores, not on positions alone.
 SCORED = frozenset(s for s, d in STRATEGIES.items() if d.chooses is None)
+
+
+def evidence(strategy: Strategy | str) -> Evidence | None:
+    """What `strategy` scores layers on; None for a positional strategy."""
+    return STRATEGIES[Strategy(strategy)].evidence

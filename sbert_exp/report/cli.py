@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sbert_exp.errors import UserError
 from sbert_exp.job.sweeper import SWEEP_FILE, read_sweep_file
+from sbert_exp.pruning.strategies import SCORED
 from sbert_exp.report.board import (
     Budget,
     candidates,
@@ -21,11 +22,13 @@ from sbert_exp.report.board import (
     recommend,
     reference_runs,
 )
-from sbert_exp.report.plots import plot, plot_pareto
+from sbert_exp.report.plots import plot, plot_layer_scores, plot_pareto
 from sbert_exp.report.ship import recommendation_line, recommendation_record, ship_markdown
 from sbert_exp.report.table import STS, markdown, table
-from sbert_exp.tracking.queries import child_runs, finished_runs_of, log_artifacts
+from sbert_exp.selection import METRICS
+from sbert_exp.tracking.queries import child_runs, finished_runs_of, log_artifacts, metric_history
 from sbert_exp.tracking.registry import register
+from sbert_exp.tracking.tags import REUSED_TAG
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,9 @@ class Written:
 
 def write_report(sweep_dir: Path, budget: Budget | None = None,
                  register_as: str | None = None, metric: str = STS) -> Written:
-    """Write report.csv, report.md (with "Which model to ship"), three plots and
-    recommendation.json into the sweep folder; attach them to its run.
+    """Write report.csv, report.md (with "Which model to ship"), three plots,
+    recommendation.json and the scored strategies' layer-score charts (layer_scores/) into the
+    sweep folder; attach them to its run.
 
     The model to ship is chosen, and registered when its run has a logged model, before any file
     is written: a budget that no model meets leaves the folder as it was.
@@ -110,8 +114,32 @@ def write_report(sweep_dir: Path, budget: Budget | None = None,
     paths = [csv, md, *plot(df, sweep_dir),
              plot_pareto(models, front, chosen, sweep_dir / "pareto.png"), chosen_json]
     chosen_json.write_text(json.dumps(recommendation_record(row, budget, registered), indent=1))
-    log_artifacts(info["tracking_uri"], info["parent_run_id"], paths, "report")
-    return Written(paths, line)
+    log_artifacts(uri, parent, paths, "report")
+    charts = layer_charts(uri, runs, sweep_dir / "layer_scores")
+    log_artifacts(uri, parent, charts, "report/layer_scores")
+    return Written(paths + charts, line)
+
+
+def layer_charts(uri: str, runs: list[dict], out: Path) -> list[Path]:
+    """One bar chart per finished job whose layers a scored strategy chose: the scores it logged
+    (`sbert_exp.selection.METRICS`, read from the run that computed them when it was reused),
+    named by base, init, strategy and keep (the same for every phase)."""
+    drawn: dict[Path, Path] = {}
+    for run in runs:
+        p = run["params"]
+        strategy, kept = p.get("pruning.strategy"), p.get("pruning.kept_layers", "").split(",")
+        if (run["status"] != "FINISHED" or strategy not in SCORED
+                or len(kept) == int(p["base_model.num_layers"])):
+            continue
+        path = out / (f"{p['base_model.name']}-{p.get('base_model.init', 'pretrained')}-"
+                      f"{strategy}-keep{len(kept)}.png")
+        if path in drawn:
+            continue
+        scores = metric_history(uri, run["tags"].get(REUSED_TAG, run["run_id"]),
+                                METRICS[strategy])
+        if scores:
+            drawn[path] = plot_layer_scores(strategy, scores, [int(k) for k in kept], path)
+    return list(drawn.values())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from sbert_exp.pruning.strategies import OTHER_ROWS, STRATEGIES
+from sbert_exp.pruning.strategies import Strategy
 from sbert_exp.report.board import AS_IS, describe, is_reference, metric_label
+from sbert_exp.report.style import COLORS, FILLS_KEPT, LABELS, SCORE_AXES
 from sbert_exp.report.table import LINE_STRATEGIES, STRATEGY_ORDER, references_outside
 
 # Colour says which layers were kept, line style or fill says the init, marker the base; each
 # phase has its own panel, side by side, on one STSb scale.
-DECLARED = {str(name): d for name, d in {**STRATEGIES, **OTHER_ROWS}.items()}
-COLORS = {name: d.color for name, d in DECLARED.items()}
 MARKERS = "osD^vP*X"
 GREYS = ["dimgrey", "darkgrey", "black", "silver"]  # unpruned levels, one shade a base
 
@@ -29,7 +29,7 @@ def _panels(df: pd.DataFrame):
 
 
 def _removed(strategy: str) -> str:
-    return DECLARED[strategy].label
+    return LABELS[strategy]
 
 
 def plot(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -178,3 +178,26 @@ def _finish(fig, axes, xlabel: str, title: str, path: Path) -> None:
                     bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_layer_scores(strategy: str, scores: Sequence[float], kept: Sequence[int],
+                      path: Path) -> Path:
+    """A job's layer scores (its `sbert_exp.selection.METRICS` history) as bars; for
+    a strategy that scores each layer (`FILLS_KEPT`) the kept layers' bars are filled."""
+    from matplotlib.figure import Figure  # not pyplot: a caller's backend stays as it is
+
+    xlabel, ylabel = SCORE_AXES[Strategy(strategy)]
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    filled = [Strategy(strategy) not in FILLS_KEPT or i in kept for i in range(len(scores))]
+    ax.bar(range(len(scores)), scores, color=["tab:blue" if f else "white" for f in filled],
+           edgecolor="tab:blue")
+    ax.set_xticks(range(len(scores)))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(f"{strategy}: kept layers {' '.join(map(str, kept))}", fontsize=11)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

@@ -9,8 +9,9 @@ import pandas as pd
 
 from sbert_exp.errors import UserError
 from sbert_exp.pruning.rules import pruning_label
-from sbert_exp.pruning.strategies import OTHER_ROWS, STRATEGIES
+from sbert_exp.pruning.strategies import STRATEGIES
 from sbert_exp.references import REFERENCE_TAG
+from sbert_exp.report.style import LABELS
 from sbert_exp.tracking.tags import CONFIG_KEY_TAG, LOGGED_MODEL_TAG, MODEL_DIR_TAG, REUSED_TAG
 
 COLUMNS = {  # report column -> MLflow metric
@@ -49,7 +50,7 @@ STS = "sts"  # --metric's default: STSb test Spearman
 
 
 # Rows in the order strategies are declared, then explicit layers and the unpruned model.
-STRATEGY_ORDER = {str(name): i for i, name in enumerate([*STRATEGIES, *OTHER_ROWS])}
+STRATEGY_ORDER = {name: i for i, name in enumerate(LABELS)}
 LINE_STRATEGIES = [str(s) for s in STRATEGIES]
 
 

@@ -52,6 +52,14 @@ def _as_dict(run: Any) -> dict[str, Any]:
             "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
 
 
+def metric_history(uri: str, run_id: str, key: str) -> list[float]:
+    """A run's values of one metric, in step order (empty when it never logged it)."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
 def log_artifacts(uri: str, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -3,8 +3,8 @@
 The scores come from `pruning.importance` (pure functions of hidden states) or, for greedy_dev,
 from STS dev Spearman of the model with layers removed (`sbert_exp.evaluation`). They do not
 depend on `keep`, so they are computed once per base model and calibration set and cached on
-disk (`SCORES`): a sweep over keep values and strategies scores each base model once. Also the
-chart of a job's layer scores.
+disk (`SCORES`): a sweep over keep values and strategies scores each base model once. A job logs
+them as the metric history `METRICS[strategy]`, which the report draws.
 """
 
 from __future__ import annotations
@@ -13,25 +13,31 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from datasets import Dataset
 
 from sbert_exp import evaluation
 from sbert_exp.model import modeling
 from sbert_exp.pruning import importance
-from sbert_exp.pruning.strategies import STRATEGIES, Strategy
+from sbert_exp.pruning.strategies import SCORED, Evidence, Strategy, evidence
 from sbert_exp.utils.cache import Cache
 
 log = logging.getLogger(__name__)
 
 SCORES = Cache("layer_scores", version=1)  # one JSON entry per model, calibration set, kind
+# Each scored strategy's MLflow metric: its scores, one step a layer, block start or removal.
+METRICS: dict[Strategy, str] = {
+    Strategy.block_influence: "pruning/block_influence",  # step: layer
+    Strategy.angular: "pruning/angular_distance",  # step: first layer of the removed block
+    Strategy.greedy_dev: "pruning/greedy_dev_spearman",  # step: layers removed
+}
+assert set(METRICS) == SCORED, "every scored strategy has its metric"
 
 
 @dataclass(frozen=True)
 class Choice:
     kept: list[int]
-    scores: list[float]  # what STRATEGIES[strategy].score_metric logs, one value a step
+    scores: list[float]  # what METRICS[strategy] logs, one value a step
     computed: bool  # False when the scores came from the cache
     seconds: float
 
@@ -61,7 +67,7 @@ def _scores(model, n: int, strategy: Strategy, keep: int, cached: dict | None,
             sentences: Sequence[str] | None, dev: Dataset | None, batch_size: int
             ) -> tuple[list[int], list[float], dict]:
     """The kept layers, the logged scores and the cache entry (`cached`, or computed now)."""
-    if cached is None and strategy is not Strategy.greedy_dev:
+    if cached is None and evidence(strategy) is Evidence.hidden_states:
         # One pass over the hidden states scores both: a sweep over both strategies pays once.
         hidden, mask = modeling.hidden_states(model, sentences, batch_size)
         cached = {"block_influence": importance.block_influence(hidden, mask),
@@ -108,27 +114,7 @@ def cache_key(*parts: object) -> str:
 
 
 def _entry(key: str, strategy: Strategy) -> str:
-    kind = "greedy_dev" if strategy is Strategy.greedy_dev else "hidden_states"
+    # Every hidden-state strategy reads one entry; a strategy scored otherwise has its own.
+    kind = "hidden_states" if evidence(strategy) is Evidence.hidden_states else strategy.value
     return f"{key}-{kind}.json"
 
-
-def plot_layer_scores(strategy: str, scores: Sequence[float], kept: Sequence[int],
-                      path: Path) -> Path:
-    """A job's layer scores as bars; for block_influence the kept layers' bars are filled."""
-    from matplotlib.figure import Figure  # not pyplot: a caller's backend stays as it is
-
-    xlabel, ylabel = STRATEGIES[Strategy(strategy)].score_axes
-    fig = Figure(figsize=(7, 3.6))
-    ax = fig.subplots()
-    filled = [strategy != "block_influence" or i in kept for i in range(len(scores))]
-    ax.bar(range(len(scores)), scores, color=["tab:blue" if f else "white" for f in filled],
-           edgecolor="tab:blue")
-    ax.set_xticks(range(len(scores)))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.set_title(f"{strategy}: kept layers {' '.join(map(str, kept))}", fontsize=11)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
