@@ -12,7 +12,7 @@ MLFLOW_HOST ?= 127.0.0.1
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install assets assets-mpnet assets-libreoffice sweep report train test test-slow test-all bench lint ui mlflow-server clean
+.PHONY: help install assets assets-mpnet assets-libreoffice sweep report train test test-slow test-all bench lint ui mlflow-server cluster-up cluster-down clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-19s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ ui: $(INSTALLED) ## Serve the MLflow UI over mlflow.db on http://127.0.0.1:5000 
 
 mlflow-server: $(INSTALLED) ## Shared tracking server for jobs on many machines (MLFLOW_BACKEND=postgresql://..., MLFLOW_HOST=0.0.0.0)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination ./mlartifacts --host $(MLFLOW_HOST) --port $(UI_PORT) --workers 2
+
+cluster-up: $(INSTALLED) ## A one-node cluster here: PostgreSQL, an MLflow server on it, SLURM with accounting (root; state in .cluster/)
+	bash cluster/up.sh
+
+cluster-down: ## Stop what cluster-up started (its state stays in .cluster/)
+	bash cluster/down.sh
 
 clean: ## Remove outputs, sweeps and the MLflow store (keeps .venv and prepared assets)
 	rm -rf outputs multirun/*/ mlflow.db .sbert_exp-*.lock .sbert_exp-locks mlartifacts .pytest_cache
