@@ -19,7 +19,7 @@ help: ## Show the targets
 
 $(INSTALLED): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install the package, its pinned deps and dev tools
