@@ -249,7 +249,8 @@ class TrackingConfig:
     experiment: str = "sbert_exp"
     enabled: bool = True
     # Also log the saved model with MLflow's sentence_transformers flavor (the runs table's
-    # Models column; mlflow.sentence_transformers.load_model("runs:/<run id>/model")).
+    # Models column; mlflow.sentence_transformers.load_model("runs:/<run id>/model")), and its
+    # export as a logged model of its own (true in tracking=server).
     log_model: bool = False
 
 

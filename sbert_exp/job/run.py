@@ -22,6 +22,7 @@ from sbert_exp.tracking.store import lock_dir
 from sbert_exp.tracking.tags import (
     CONFIG_KEY_TAG,
     JOB_TAG,
+    LOGGED_EXPORT_TAG,
     LOGGED_MODEL_TAG,
     MODEL_DIR_TAG,
     REUSED_TAG,
@@ -101,8 +102,10 @@ def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
             reuse_tags = {**tags, REUSED_TAG: origin.run_id}
             if cfg.save_model:
                 reuse_tags[MODEL_DIR_TAG] = str(model.resolve())
-            if origin.logged_model:  # the same model: the report can register it from here
-                reuse_tags[LOGGED_MODEL_TAG] = origin.logged_model
+            # The same models: the report can register them from here.
+            reuse_tags.update({tag: uri for tag, uri in ((LOGGED_MODEL_TAG, origin.logged_model),
+                                                         (LOGGED_EXPORT_TAG, origin.logged_export))
+                               if uri})
             with tracker.run(run_name, tags=reuse_tags, parent_run_id=parent_run_id) as run:
                 run.log_params({"pruning.kept_layers": origin.kept_layers or "", **params})
                 run.log_metrics(origin.metrics)

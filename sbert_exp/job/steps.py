@@ -27,7 +27,7 @@ from sbert_exp.job.fingerprint import Fingerprint, read_splits
 from sbert_exp.model import modeling
 from sbert_exp.pruning.strategies import STRATEGIES
 from sbert_exp.tracking.runs import Run
-from sbert_exp.tracking.tags import MODEL_DIR_TAG
+from sbert_exp.tracking.tags import LOGGED_EXPORT_TAG, MODEL_DIR_TAG
 from sbert_exp.training import stages as training
 from sbert_exp.training import teacher
 from sbert_exp.utils.atomic import write_text
@@ -66,10 +66,10 @@ def datasets_of(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, 
 
 
 def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
-                     batch_size: int, lang_teacher: dict) -> dict[str, float]:
+                     batch_size: int, lang_teacher: dict, run: Run) -> dict[str, float]:
     """Export the saved model, then measure the export (`forms.measure`: STS test, the language
     sets, speed against the unpruned fp32 base, size), on the CPU, where ONNX Runtime and
-    torch's int8 kernels run."""
+    torch's int8 kernels run. With tracking.log_model, the export is a logged model too."""
     started = time.perf_counter()
     folder = forms.export_saved(output_dir / "model", cfg.export)
     seconds = time.perf_counter() - started
@@ -83,6 +83,8 @@ def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data:
     metrics = {f"export/{k.split('/', 1)[1] if k.startswith(('speed/', 'model/')) else k}": v
                for k, v in found.items()}
     metrics["export/seconds"] = seconds
+    if cfg.tracking.log_model:
+        run.log_folder_model(folder, folder.name, metrics, LOGGED_EXPORT_TAG)
     return metrics
 
 
@@ -162,7 +164,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
         if cfg.export is not ExportBackend.none:
-            record(export_and_score(cfg, checked, output_dir, data, bs, lang_teacher))
+            record(export_and_score(cfg, checked, output_dir, data, bs, lang_teacher, run))
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json",
                json.dumps(record.metrics, indent=2, sort_keys=True))

@@ -111,6 +111,7 @@ def _exports(df: pd.DataFrame, levels: dict[str, pd.Series], langs: list[str]
         form=e.export, sts=_num(df, "export_sts")[exported],
         speed=_num(df, "export_speedup")[exported], mb=_num(df, "export_disk_mb")[exported],
         mb_from="disk", model_dir=folders, _o=2 * e.index + 1,
+        logged_model=e.logged_export if "logged_export" in e else None,
         **{k: v[exported] for k, v in levels.items()},
         **{m: (_num(df, f"export/{m}")[exported] if f"export/{m}" in df else float("nan"))
            for m in langs})]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +27,13 @@ from sbert_exp.report.plots import plot, plot_layer_scores, plot_pareto
 from sbert_exp.report.ship import recommendation_line, recommendation_record, ship_markdown
 from sbert_exp.report.table import STS, markdown, table
 from sbert_exp.selection import METRICS
-from sbert_exp.tracking.queries import child_runs, finished_runs_of, log_artifacts, metric_history
+from sbert_exp.tracking.queries import (
+    child_runs,
+    finished_runs_of,
+    log_artifacts,
+    metric_history,
+    parent_run,
+)
 from sbert_exp.tracking.registry import register
 from sbert_exp.tracking.tags import REUSED_TAG
 
@@ -71,26 +78,56 @@ def _nothing_to_report(sweep_dir: Path) -> str | None:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Where a sweep's runs are, and where its report goes."""
+
+    uri: str  # the tracking store
+    parent_run_id: str
+    experiment: str | None
+    out: Path  # the report's folder
+    sweep_dir: Path | None  # the sweep folder, as the parent run recorded it (model folders
+    # in the report are named relative to it)
+
+    @classmethod
+    def from_folder(cls, sweep_dir: Path) -> Sweep:
+        info = read_sweep_file(sweep_dir)
+        if not info.get("parent_run_id"):
+            raise UserError(f"{sweep_dir} has no {SWEEP_FILE} with a parent run (tracking "
+                            "disabled, or not a sweep folder): pass the folder of a tracked sweep")
+        return cls(info["tracking_uri"], info["parent_run_id"], info.get("experiment"),
+                   Path(sweep_dir), Path(sweep_dir))
+
+    @classmethod
+    def from_run(cls, uri: str, run_id: str, out: Path) -> Sweep:
+        """A sweep known by its parent run id only: everything is read from the store."""
+        found = parent_run(uri, run_id)
+        if found is None:
+            raise UserError(f"{uri} has no sweep parent run {run_id}: pass the run id of a "
+                            "sweep's parent (its MLflow page, or sweep.json's parent_run_id), "
+                            "and --tracking-uri of the store that holds it")
+        experiment, sweep_dir = found
+        return cls(uri, run_id, experiment, out, Path(sweep_dir) if sweep_dir else None)
+
+
+@dataclass(frozen=True)
 class Written:
     paths: list[Path]  # in the sweep folder, and attached to its parent run under report/
     recommendation: str  # the recommendation line
 
 
-def write_report(sweep_dir: Path, budget: Budget | None = None,
+def write_report(sweep: Path | Sweep, budget: Budget | None = None,
                  register_as: str | None = None, metric: str = STS) -> Written:
     """Write report.csv, report.md (with "Which model to ship"), three plots,
     recommendation.json and the scored strategies' layer-score charts (layer_scores/) into the
-    sweep folder; attach them to its run.
+    sweep folder (or `Sweep.out` for a sweep known by its parent run id); attach them to its
+    parent run.
 
     The model to ship is chosen, and registered when its run has a logged model, before any file
     is written: a budget that no model meets leaves the folder as it was.
     """
     budget = budget or Budget()
-    info = read_sweep_file(sweep_dir)
-    if not info.get("parent_run_id"):
-        raise UserError(f"{sweep_dir} has no {SWEEP_FILE} with a parent run (tracking disabled, "
-                        "or not a sweep folder): pass the folder of a tracked sweep")
-    uri, parent = info["tracking_uri"], info["parent_run_id"]
+    sweep = sweep if isinstance(sweep, Sweep) else Sweep.from_folder(sweep)
+    uri, parent, out = sweep.uri, sweep.parent_run_id, sweep.out
     runs = child_runs(uri, parent)
     df = table(runs)
     refs = reference_runs(runs)
@@ -103,21 +140,31 @@ def write_report(sweep_dir: Path, budget: Budget | None = None,
     row = models.loc[chosen]
     registered = None
     if isinstance(row.logged_model, str) and row.logged_model:
-        name = register_as or f"{info.get('experiment') or 'sbert_exp'}-{row.base}"
-        registered = (name, register(uri, row.logged_model, name))
+        name = register_as or f"{sweep.experiment or 'sbert_exp'}-{row.base}"
+        registered = (name, register(uri, row.logged_model, name, version_tags(row)))
     line = recommendation_line(row, budget, registered, metric_label(models))
 
-    csv, md = sweep_dir / "report.csv", sweep_dir / "report.md"
-    chosen_json = sweep_dir / "recommendation.json"
+    out.mkdir(parents=True, exist_ok=True)
+    csv, md = out / "report.csv", out / "report.md"
+    chosen_json = out / "recommendation.json"
     df.to_csv(csv, index=False)
-    md.write_text(markdown(df) + "\n" + ship_markdown(models, front, line, sweep_dir))
-    paths = [csv, md, *plot(df, sweep_dir),
-             plot_pareto(models, front, chosen, sweep_dir / "pareto.png"), chosen_json]
+    md.write_text(markdown(df) + "\n" + ship_markdown(models, front, line, sweep.sweep_dir))
+    paths = [csv, md, *plot(df, out),
+             plot_pareto(models, front, chosen, out / "pareto.png"), chosen_json]
     chosen_json.write_text(json.dumps(recommendation_record(row, budget, registered), indent=1))
     log_artifacts(uri, parent, paths, "report")
-    charts = layer_charts(uri, runs, sweep_dir / "layer_scores")
+    charts = layer_charts(uri, runs, out / "layer_scores")
     log_artifacts(uri, parent, charts, "report/layer_scores")
     return Written(paths + charts, line)
+
+
+def version_tags(row) -> dict[str, object]:
+    """What the registered version is and scored, as the report measured it."""
+    tags = {"form": row.form, "strategy": row.strategy, "keep": int(row.keep),
+            "kept_layers": row.kept_layers, "phase": row.phase, "run_id": row.run_id,
+            "sts": row.sts, "speedup": row.speed, "size_mb": row.mb}
+    return {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in tags.items()
+            if not (isinstance(v, float) and v != v)}
 
 
 def layer_charts(uri: str, runs: list[dict], out: Path) -> list[Path]:
@@ -144,7 +191,17 @@ def layer_charts(uri: str, runs: list[dict], out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sbert_exp.report", description=__doc__)
-    parser.add_argument("--sweep", type=Path, help="sweep folder (default: the latest)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--sweep", type=Path, help="sweep folder (default: the latest)")
+    where.add_argument("--run", metavar="RUN_ID",
+                       help="the sweep's parent run id instead of its folder: everything is read "
+                            "from the tracking store (--tracking-uri), the report written to --out")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                        help="with --run: the store (default: $MLFLOW_TRACKING_URI, else "
+                             "sqlite:///mlflow.db)")
+    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                        help="with --run: the report's folder (default: the current one)")
     budget = parser.add_argument_group(
         "budget", "the model recommended is the one with the highest STSb within these bounds "
         "(default: none)")
@@ -165,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         limits = Budget(args.max_mb, args.min_speedup, args.min_sts)
-        written = write_report(args.sweep or latest_sweep(), limits, args.register, args.metric)
+        sweep = (Sweep.from_run(args.tracking_uri, args.run, args.out) if args.run
+                 else args.sweep or latest_sweep())
+        written = write_report(sweep, limits, args.register, args.metric)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,8 +42,7 @@ def recommendation_line(row: pd.Series, budget: Budget,
                 f"{advice}{folder}")
     if registered is not None:
         name, version = registered
-        what = "the job's logged model (before export)" if row.form != "model" else "it"
-        registry = f"registered {what} as {name} version {version}, alias {REGISTRY_ALIAS}"
+        registry = f"registered it as {name} version {version}, alias {REGISTRY_ALIAS}"
     else:
         registry = "(no logged model: run with tracking.log_model=true to register it)"
     return f"recommended ({within}): {describe(row)}: {figures(row)}{pct}; {folder}; {registry}"

@@ -12,7 +12,13 @@ from sbert_exp.pruning.rules import pruning_label
 from sbert_exp.pruning.strategies import STRATEGIES
 from sbert_exp.references import REFERENCE_TAG
 from sbert_exp.report.style import LABELS
-from sbert_exp.tracking.tags import CONFIG_KEY_TAG, LOGGED_MODEL_TAG, MODEL_DIR_TAG, REUSED_TAG
+from sbert_exp.tracking.tags import (
+    CONFIG_KEY_TAG,
+    LOGGED_EXPORT_TAG,
+    LOGGED_MODEL_TAG,
+    MODEL_DIR_TAG,
+    REUSED_TAG,
+)
 
 COLUMNS = {  # report column -> MLflow metric
     "params_total": "model/params_total",
@@ -111,7 +117,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
         row.update({k: v for k, v in m.items() if k.startswith(LANGUAGE_COLUMNS)})
         row.update(unpruned_sts=score, unpruned_run=reference)
         row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
-                   logged_model=run["tags"].get(LOGGED_MODEL_TAG), run_id=run["run_id"])
+                   logged_model=run["tags"].get(LOGGED_MODEL_TAG),
+                   logged_export=run["tags"].get(LOGGED_EXPORT_TAG), run_id=run["run_id"])
         rows.append(row)
     if not rows:
         raise UserError("the sweep has no finished job runs to report on")

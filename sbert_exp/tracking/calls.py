@@ -128,6 +128,28 @@ class Run:
         self.set_tags({LOGGED_MODEL_TAG: info.model_uri})
         return info.model_uri
 
+    def log_folder_model(self, folder: Path, name: str, metrics: Mapping[str, float],
+                         tag: str) -> str | None:
+        """Log a saved folder (an export) as a logged model of this run, its files as they are,
+        with `metrics` linked to it; returns its URI (models:/<model id>), also set as the
+        run's `tag`. `mlflow.artifacts.download_artifacts(uri)` gives the folder back."""
+        if self.run_id is None:
+            return None
+        from mlflow.entities import LoggedModelStatus
+
+        interrupts.check()  # not shielded: an upload may take minutes
+        run = self._client.get_run(self.run_id)
+        model = self._client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=self.run_id,
+            model_type="sentence-transformers folder")
+        self._client.log_model_artifacts(model.model_id, str(folder))
+        self._client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        with call():
+            for key, value in metrics.items():  # linked: the model's page shows them
+                self._client.log_metric(self.run_id, key, float(value), model_id=model.model_id)
+            self._client.set_tag(self.run_id, tag, f"models:/{model.model_id}")
+        return f"models:/{model.model_id}"
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.run_id is None or not path.exists():
             return

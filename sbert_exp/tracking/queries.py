@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbert_exp.tracking.tags import PARENT_TAG
+from sbert_exp.tracking.tags import PARENT_TAG, SWEEP_TAG
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class FinishedRun:
     model_dir: str | None = None  # where that run, or this reuse of it, keeps the saved model
     kept_layers: str | None = None  # its `pruning.kept_layers` param
     logged_model: str | None = None  # the URI of the model it logged (tracking.log_model=true)
+    logged_export: str | None = None  # and of its export's logged model
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
@@ -29,6 +30,22 @@ def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
                               filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
     return [_as_dict(r) for r in runs]
+
+
+def parent_run(uri: str, run_id: str) -> tuple[str, str | None] | None:
+    """(experiment name, sweep folder it recorded) of a sweep's parent run; None when the store
+    has no such run, or the run is not a sweep's parent."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    if run.data.tags.get(SWEEP_TAG) != "parent":
+        return None
+    return client.get_experiment(run.info.experiment_id).name, run.data.tags.get("sweep_dir")
 
 
 def finished_runs_of(uri: str, parent_run_id: str, bases: Sequence[str]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
 
 from sbert_exp.errors import UserError
 from sbert_exp.tracking.tags import LOGGED_MODEL_TAG
@@ -10,9 +11,10 @@ from sbert_exp.tracking.tags import LOGGED_MODEL_TAG
 REGISTRY_ALIAS = "recommended"  # the registered version of the model to ship
 
 
-def register(uri: str, model_uri: str, name: str) -> str:
+def register(uri: str, model_uri: str, name: str, tags: Mapping[str, object] | None = None) -> str:
     """Register a logged model (runs:/<run id>/<path> or models:/<model id>) as a version of
-    `name`, once per source, and point the `recommended` alias at it; returns the version."""
+    `name`, once per source, with `tags` (what it scored), and point the `recommended` alias
+    at it; returns the version."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -28,6 +30,8 @@ def register(uri: str, model_uri: str, name: str) -> str:
                             else []) if v.name == name and v.source == source]
         version = same[0].version if same else client.create_model_version(
             name, source, run_id=run_id, model_id=model_id).version
+        for key, value in (tags or {}).items():
+            client.set_model_version_tag(name, version, key, str(value))
         client.set_registered_model_alias(name, REGISTRY_ALIAS, version)
     except MlflowException as e:
         first = str(e.message).strip().splitlines()[0][:300] if str(e.message).strip() else ""
