@@ -1,5 +1,5 @@
 """Reusing finished work: a finished run's saved model linked into a job's folder, and the
-lock that makes parallel jobs with one config train it once."""
+lock or claim that makes parallel jobs with one config train it once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sbert_exp.tracking.queries import FinishedRun
+from sbert_exp.tracking.runs import Tracker
+from sbert_exp.tracking.store import sqlite_path
 from sbert_exp.utils.atomic import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,21 @@ def link_model(runs: list[FinishedRun], target: Path) -> bool:
         log.info("model linked from %s", source)
         return True
     return False
+
+
+@contextlib.contextmanager
+def config_claim(tracker: Tracker, lock_dir: Path | None, key: str) -> Iterator[None]:
+    """Hold config `key` while a job trains or reuses it: a lock file beside a SQLite store
+    (every job of this machine), a claim run on a server (every machine that logs there);
+    nothing when tracking is disabled (lock_dir None: nothing is reused)."""
+    if lock_dir is None:
+        yield
+    elif sqlite_path(tracker.cfg.uri) is not None:
+        with config_lock(lock_dir, key):
+            yield
+    else:
+        with tracker.claim(key):
+            yield
 
 
 @contextlib.contextmanager

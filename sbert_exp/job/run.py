@@ -14,7 +14,7 @@ from sbert_exp.config.schema import (
 )
 from sbert_exp.data.inputs import eval_batch_size
 from sbert_exp.job.checks import Checked, check
-from sbert_exp.job.reuse import config_lock, link_model, remove_partial_saves, restore
+from sbert_exp.job.reuse import config_claim, link_model, remove_partial_saves, restore
 from sbert_exp.job.steps import datasets_of, language_teacher, train_and_evaluate
 from sbert_exp.pruning.rules import pruning_label
 from sbert_exp.tracking.runs import Tracker
@@ -79,7 +79,7 @@ def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
     if kept is not None:
         params["pruning.kept_layers"] = ",".join(map(str, kept))
     remove_partial_saves(output_dir)
-    with config_lock(locks, fp.key):
+    with config_claim(tracker, locks, fp.key):
         if parent_run_id is not None and job is not None:
             done = tracker.find_finished(fp.key, parent_run_id, job)
             if done and restore(done, cfg.save_model, output_dir):
@@ -130,7 +130,7 @@ def _reference(cfg: TrainConfig, checked: Checked, tracker: Tracker, ref: refere
     ref_params = {k: v for k, v in params.items() if k.startswith(("base_model.", "eval."))}
     ref_params.update({"reference.name": ref.name, "reference.form": ref.form,
                        "reference.label": ref.label(cfg.base_model.name)})
-    with config_lock(locks, key):
+    with config_claim(tracker, locks, key):
         if parent_run_id is not None and tracker.find_finished(key, parent_run_id):
             return
         previous = [] if cfg.force else [

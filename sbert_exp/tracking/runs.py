@@ -11,6 +11,7 @@ from typing import Any
 
 from sbert_exp.config.schema import TrackingConfig
 from sbert_exp.errors import ConfigError
+from sbert_exp.tracking import claims
 from sbert_exp.tracking.calls import Run, call, end_failed
 from sbert_exp.tracking.queries import FinishedRun
 from sbert_exp.tracking.store import (
@@ -34,6 +35,7 @@ from sbert_exp.tracking.tags import (
     PARENT_TAG,
     PID_TAG,
     REUSED_TAG,
+    SLURM_JOB_TAG,
     SWEEP_TAG,
     UI_TRAINING_VIEW,
 )
@@ -202,10 +204,12 @@ class Tracker:
             client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
     def end_dead_runs(self) -> int:
-        """Mark KILLED the RUNNING runs of this experiment whose process on this host is gone.
+        """Mark KILLED the RUNNING runs of this experiment whose process on this host, or whose
+        SLURM job (any host, per `sacct`), is gone.
 
-        A process killed outright (SIGKILL, power loss) cannot close its runs; the next command
-        does. Runs of other hosts, and runs without owner tags, are left as they are.
+        A process killed outright (SIGKILL, power loss, scancel) cannot close its runs; the next
+        command does. Other hosts' runs outside SLURM, and runs without owner tags, are left as
+        they are.
         """
         with interrupts.shielded():
             return self._end_dead_runs()
@@ -217,20 +221,26 @@ class Tracker:
         client, experiment = opened
         host = socket.gethostname()
         running = client.search_runs(
-            [experiment], filter_string=f"attributes.status = 'RUNNING' and "
-                                        f"tags.`{HOST_TAG}` = '{host}'", max_results=10_000)
+            [experiment], filter_string="attributes.status = 'RUNNING'", max_results=10_000)
         ended = 0
         for found in running:
-            if alive_owner(found.data.tags):
+            tags = found.data.tags
+            if (tags.get(HOST_TAG) != host and not tags.get(SLURM_JOB_TAG)) or alive_owner(tags):
                 continue
-            pid = found.data.tags.get(PID_TAG)
+            what = (f"SLURM job {tags[SLURM_JOB_TAG]}" if tags.get(SLURM_JOB_TAG)
+                    else f"process {tags.get(PID_TAG)} on {host}")
             client.set_tag(found.info.run_id, "error",
-                           f"killed: process {pid} on {host} ended without closing this run")
+                           f"killed: {what} ended without closing this run")
             client.set_terminated(found.info.run_id, status="KILLED")
             ended += 1
         if ended:
-            log.info("marked %d run(s) KILLED: their process on this host is gone", ended)
+            log.info("marked %d run(s) KILLED: their process or SLURM job is gone", ended)
         return ended
+
+    def claim(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """The claim on config `key` across every machine that logs to this store
+        (`sbert_exp.tracking.claims`)."""
+        return claims.claim(self._client(), self.cfg.experiment, key)
 
     def find_finished(self, config_key: str, parent_run_id: str | None = None,
                       job: int | None = None) -> list[FinishedRun]:

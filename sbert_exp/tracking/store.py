@@ -6,14 +6,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from sbert_exp.config.schema import TrackingConfig
 from sbert_exp.errors import ConfigError
-from sbert_exp.tracking.tags import HOST_TAG, PID_START_TAG, PID_TAG
+from sbert_exp.tracking.tags import HOST_TAG, PID_START_TAG, PID_TAG, SLURM_JOB_TAG
 from sbert_exp.utils.cache import cache_dir, file_lock
 
 # MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by
@@ -96,8 +98,12 @@ def store_lock(uri: str) -> Iterator[None]:
 def owner_tags() -> dict[str, str]:
     import psutil
 
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
             PID_START_TAG: f"{psutil.Process().create_time():.2f}"}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags[SLURM_JOB_TAG] = f"{os.environ.get('SLURM_CLUSTER_NAME', '')}:" \
+                              f"{os.environ['SLURM_JOB_ID']}"
+    return tags
 
 
 def is_alive(pid: int, started: float) -> bool:
@@ -112,9 +118,34 @@ def is_alive(pid: int, started: float) -> bool:
         return False
 
 
+# SLURM job states in which the job may still close its runs.
+SLURM_LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+              "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+def slurm_state(job: str) -> str | None:
+    """The state `sacct` gives a SLURM job (`<cluster>:<job id>`); None when it cannot tell
+    (no sacct here, no accounting, another cluster's job it does not know)."""
+    if shutil.which("sacct") is None:
+        return None
+    cluster, _, job_id = job.rpartition(":")
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id,
+                              *(["-M", cluster] if cluster else [])],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = out.stdout.split()
+    return words[0] if out.returncode == 0 and words else None  # "CANCELLED by 0": CANCELLED
+
+
 def alive_owner(tags: Mapping[str, str]) -> bool:
-    """Whether the process named by a run's owner tags still runs (True when it cannot tell:
-    another host, or a run logged without owner tags)."""
+    """Whether the process named by a run's owner tags still runs: its SLURM job's state where
+    it ran in one (any host), else its process on this host. True when it cannot tell: another
+    host outside SLURM, or a run logged without owner tags."""
+    state = slurm_state(tags[SLURM_JOB_TAG]) if tags.get(SLURM_JOB_TAG) else None
+    if state is not None:
+        return state in SLURM_LIVE
     if tags.get(HOST_TAG) != socket.gethostname():
         return True
     try:

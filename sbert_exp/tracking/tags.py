@@ -37,3 +37,4 @@ UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 # Who runs a run: a rerun marks runs whose process is gone KILLED instead of leaving them RUNNING.
 HOST_TAG, PID_TAG, PID_START_TAG = "sbert_exp.host", "sbert_exp.pid", "sbert_exp.pid_started"
+SLURM_JOB_TAG = "sbert_exp.slurm_job"  # <cluster>:<job id> of a run made inside a SLURM job
