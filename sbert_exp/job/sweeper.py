@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sbert_exp.config.schema import TrackingConfig, to_train_config
-from sbert_exp.errors import UserError
+from sbert_exp.errors import ConfigError, UserError
 from sbert_exp.tracking.runs import Tracker
 from sbert_exp.tracking.store import check_reachable
 from sbert_exp.utils import interrupts
@@ -52,6 +54,30 @@ def _failures(results: list[JobReturn], first: int, swept: set[str]) -> list[str
     return lines
 
 
+def check_slurm(launcher: DictConfig) -> None:
+    """hydra/launcher=submitit_slurm: sbatch is on the PATH and the partition exists, checked
+    before any job is submitted."""
+    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        return
+    if shutil.which("sbatch") is None:
+        raise ConfigError("hydra/launcher=submitit_slurm needs SLURM's sbatch on the PATH: run "
+                          "the sweep on a SLURM login node, start the local one-node cluster "
+                          "(make cluster-up), or use hydra/launcher=submitit_local")
+    partition = launcher.get("partition")
+    if partition:
+        found = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
+                               timeout=30)
+        names = sorted(set(found.stdout.split()))
+        if found.returncode != 0:
+            first = (found.stderr.strip().splitlines() or ["no answer"])[0]
+            raise ConfigError(f"SLURM does not answer sinfo ({first}): start it (make "
+                              "cluster-up for the local one), or check its controller")
+        if partition not in names:
+            raise ConfigError(f"hydra.launcher.partition={partition}: SLURM has no such "
+                              f"partition (it has: {', '.join(names) or 'none'}): choose one "
+                              "of those")
+
+
 class TrackedSweeper(Sweeper):
     """Runs every job (a failed job does not stop the others) under one MLflow parent run.
 
@@ -84,6 +110,7 @@ class TrackedSweeper(Sweeper):
         # 1. Every check before anything is written or logged: the tracking server answers, and
         # every job composes and passes its checks (config, model files, data).
         check_reachable(tracking)
+        check_slurm(self.config.hydra.launcher)
         self._check_jobs(swept)
 
         # 2. Runs that a killed process left RUNNING become KILLED; the same sweep folder

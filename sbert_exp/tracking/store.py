@@ -30,12 +30,18 @@ PROBE_TIMEOUT_S = 5.0  # connect and read timeout of the one request that checks
 
 
 def check_reachable(cfg: TrackingConfig) -> None:
-    """An HTTP tracking server must answer its /health request; raise one line otherwise.
+    """An HTTP tracking server must answer its /health request, and a database store take the
+    login (`_check_database`); raise one line otherwise.
 
     One request, no retries: an unreachable server is reported within PROBE_TIMEOUT_S seconds
     of connect plus read time, before anything is loaded or written.
     """
-    if not cfg.enabled or not cfg.uri.startswith(("http://", "https://")):
+    if not cfg.enabled:
+        return
+    if cfg.uri.split(":", 1)[0].split("+", 1)[0] in DATABASES:
+        _check_database(cfg)
+        return
+    if not cfg.uri.startswith(("http://", "https://")):
         return
     import requests
 
@@ -48,6 +54,44 @@ def check_reachable(cfg: TrackingConfig) -> None:
     if not ok:
         raise ConfigError(f"tracking server {cfg.uri} does not answer: start it with "
                           "make mlflow-server, or use tracking=sqlite")
+
+
+DATABASES = ("postgresql", "mysql", "mssql")  # store URIs that SQLAlchemy opens directly
+
+
+def _check_database(cfg: TrackingConfig) -> None:
+    """A database store URI: its driver is installed, the database takes the login, and the
+    experiment (if it exists) keeps its artifacts where a job without a server can write."""
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(cfg.uri)
+    shown = url.render_as_string(hide_password=True)
+    try:
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"connect_timeout": 5} if url.get_backend_name() == "postgresql"
+            else {})
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"tracking.uri={shown} needs the database driver {e.name}, which is "
+                          "not installed: pip install 'sbert_exp[server]' (PostgreSQL; make "
+                          "install has it), or log through a tracking server (tracking=server)"
+                          ) from None
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(sqlalchemy.text(
+                "select artifact_location from experiments where name = :name"),
+                {"name": cfg.experiment}).first()
+    except sqlalchemy.exc.ProgrammingError:
+        row = None  # no MLflow tables yet: MLflow creates them
+    except sqlalchemy.exc.DBAPIError as e:
+        first = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e).__name__
+        raise ConfigError(f"tracking.uri={shown}: cannot connect ({first}): check the user, "
+                          "password, host and database name") from None
+    finally:
+        engine.dispose()
+    if row is not None and str(row[0]).startswith("mlflow-artifacts:"):
+        raise ConfigError(f"experiment {cfg.experiment} in {shown} keeps its artifacts on a "
+                          f"tracking server ({row[0]}): log through that server "
+                          "(tracking=server, tracking.uri=http://HOST:PORT), not its database")
 
 
 SQLITE = "sqlite:///"
