@@ -31,7 +31,7 @@ CONF_DIR = str(_CONF)
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     from sbert_exp.tracking.runs import flatten
-    from sbert_exp.tracking.store import check_reachable
+    from sbert_exp.tracking.store import check_reachable, lost_server
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -57,8 +57,12 @@ def main(cfg: DictConfig) -> float:
         _remove_unfinished(output_dir)
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception:
+    except Exception as e:
         if multirun:  # the sweep goes on; the job's .log keeps the traceback
+            lost = lost_server(e)
+            if lost is not None:  # not a bug: one line, as the sweep says it
+                log.error("error: %s", lost)
+                raise UserError(lost) from None
             log.exception("job %d failed", hydra_cfg.job.num)
         raise
     return metrics["sts_test/spearman_cosine"]
@@ -121,10 +125,15 @@ def _one_line(error: BaseException) -> str | None:
     )
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    from sbert_exp.tracking.store import lost_server
+
     chain = _chain(error)
     own = next((e for e in chain if isinstance(e, UserError)), None)
     if own is not None:
         return str(own)
+    lost = lost_server(error)
+    if lost is not None:
+        return lost
     first = chain[0]
     if isinstance(first, MissingConfigException) and first.options is not None:
         group, _, name = (first.missing_cfg_file or "").rpartition("/")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,31 @@ def check_reachable(cfg: TrackingConfig) -> None:
     if not ok:
         raise ConfigError(f"tracking server {cfg.uri} does not answer: start it with "
                           "make mlflow-server, or use tracking=sqlite")
+
+
+_API_REQUEST = re.compile(r"API request to (https?://\S+?)/(?:api|ajax-api)/")
+
+
+def lost_server(error: BaseException) -> str | None:
+    """The one line for an error that came from a tracking server that no longer answers (the
+    error names the request; the server's /health is asked again); None for any other error."""
+    seen: list[BaseException] = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    for e in seen:
+        found = _API_REQUEST.search(str(e))
+        if found is None:
+            continue
+        try:
+            check_reachable(TrackingConfig(uri=found.group(1)))
+        except ConfigError:
+            return (f"tracking server {found.group(1)} stopped answering during the run: "
+                    "restart it (make mlflow-server, or make cluster-up), then run the same "
+                    "command again: finished jobs are reused, and a run it left RUNNING is "
+                    "marked KILLED")
+        return None
+    return None
 
 
 DATABASES = ("postgresql", "mysql", "mssql")  # store URIs that SQLAlchemy opens directly
