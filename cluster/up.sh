@@ -30,6 +30,12 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...: retry COMMAND until it succeed
 
 running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+port_free() {  # port_free PORT NAME VARIABLE: fail in one line when another process holds it
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        fail "port $1 for $2 is taken by another process (another cluster-up in another folder?): stop it (make cluster-down there), or set $3"
+    fi
+}
+
 install_packages() {
     local missing=()
     for p in "${PACKAGES[@]}"; do
@@ -64,6 +70,7 @@ start_postgres() {
     fi
     touch "$STATE/log/postgres.log" && chown postgres "$STATE/log/postgres.log"
     if ! runuser -u postgres -- "$pg/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        port_free "$PG_PORT" PostgreSQL CLUSTER_PG_PORT
         runuser -u postgres -- "$pg/pg_ctl" -D "$data" -w -t 30 -l "$STATE/log/postgres.log" \
             -o "-p $PG_PORT -k $data -c listen_addresses=127.0.0.1" start >/dev/null \
             || fail "PostgreSQL did not start (see $STATE/log/postgres.log)"
@@ -86,6 +93,7 @@ start_mariadb() {
     chown mysql:mysql "$data"
     touch "$STATE/log/mariadb.log" && chown mysql "$STATE/log/mariadb.log"
     if ! running "$data/mariadb.pid"; then
+        port_free "$DB_PORT" MariaDB CLUSTER_DB_PORT
         /usr/sbin/mariadbd --user=mysql --datadir="$data" --port="$DB_PORT" \
             --bind-address=127.0.0.1 --socket="$data/mariadb.sock" --pid-file="$data/mariadb.pid" \
             --log-error="$STATE/log/mariadb.log" --innodb-buffer-pool-size=64M >/dev/null 2>&1 &
@@ -106,6 +114,11 @@ write_slurm_conf() {
     mkdir -p /etc/slurm
     if [[ -e /etc/slurm/slurm.conf && ! -L /etc/slurm/slurm.conf ]]; then
         fail "/etc/slurm/slurm.conf exists and is not this cluster's: this machine has a SLURM of its own; use it, or move that file away"
+    fi
+    local other
+    other="$(readlink /etc/slurm/slurm.conf 2>/dev/null || true)"
+    if [[ -n $other && $other != "$conf/slurm.conf" ]] && scontrol ping >/dev/null 2>&1; then
+        fail "another one-node cluster is up ($other): stop it first (make cluster-down in its folder)"
     fi
     ln -sfn "$conf/slurm.conf" /etc/slurm/slurm.conf
 }
@@ -133,6 +146,7 @@ start_mlflow() {
     mkdir -p "$STATE/artifacts"
     if ! running "$pid"; then
         [[ -x $MLFLOW ]] || fail "no mlflow at $MLFLOW: run make install first"
+        port_free "$MLFLOW_PORT" "the MLflow server" CLUSTER_MLFLOW_PORT
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup "$MLFLOW" server \
             --backend-store-uri "postgresql://sbert:sbert@127.0.0.1:$PG_PORT/mlflow" \
             --serve-artifacts --artifacts-destination "$STATE/artifacts" \

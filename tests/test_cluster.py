@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tiny_overrides
 from sbert_exp.tracking.tags import (
     LOGGED_EXPORT_TAG,
     LOGGED_MODEL_TAG,
@@ -28,9 +28,9 @@ from sbert_exp.tracking.tags import (
 
 pytestmark = pytest.mark.slow
 STATE = Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster"))
-JOB = ["base_model=minilm_l6", "references=[]", "eval.speed_rounds=1", "eval.speed_sentences=64",
-       "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-       "hydra.launcher.timeout_min=20", "tracking=server"]
+SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+         "hydra.launcher.timeout_min=20", "tracking=server", "references=[]"]
+MINILM = ["base_model=minilm_l6", "eval.speed_rounds=1", "eval.speed_sentences=64"]
 
 
 def _cluster_env() -> dict[str, str]:
@@ -55,13 +55,19 @@ def cluster() -> dict[str, str]:
     return _cluster_env()
 
 
+def _tiny(tiny_bert: Path, tmp_path: Path, *more: str) -> list[str]:
+    """The tiny BERT's overrides (seconds a job), logging to the cluster's server."""
+    return [o for o in tiny_overrides(tiny_bert, tmp_path, phase="none")
+            if not o.startswith(("tracking.", "phase="))] + ["eval.speed_rounds=0", *more]
+
+
 def _sweep(folder: Path, cluster: dict, experiment: str, *overrides: str,
            cache: Path | None = None, wait: bool = True):
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), **cluster}
     if cache is not None:
         env["SBERT_EXP_CACHE"] = str(cache)
-    command = [sys.executable, "-m", "sbert_exp.train", "-m", *JOB,
+    command = [sys.executable, "-m", "sbert_exp.train", "-m", *SLURM,
                f"tracking.experiment={experiment}", *overrides,
                f"hydra.sweep.dir={folder / 'sweep'}"]
     if not wait:
@@ -122,7 +128,7 @@ def test_sweep_on_slurm_logged_on_postgres_reported_and_registered_from_anywhere
     from sbert_exp.report.cli import main
 
     experiment = _new_experiment()
-    proc = _sweep(tmp_path, cluster, experiment, "pruning.keep=2,3", "phase=none,sts",
+    proc = _sweep(tmp_path, cluster, experiment, *MINILM, "pruning.keep=2,3", "phase=none,sts",
                   "export=onnx_int8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Bypassing sacct error" not in proc.stdout + proc.stderr  # accounting answers
@@ -171,10 +177,12 @@ def test_sweep_on_slurm_logged_on_postgres_reported_and_registered_from_anywhere
     assert scores["spearman_cosine"] == pytest.approx(chosen["sts"], abs=1e-4)
 
 
-def test_two_sweeps_of_the_same_configs_at_once_train_each_config_once(cluster, tmp_path):
+def test_two_sweeps_of_the_same_configs_at_once_train_each_config_once(cluster, tiny_bert,
+                                                                       tmp_path):
     experiment = _new_experiment()
-    sweeps = [_sweep(tmp_path / name, cluster, experiment, "pruning.keep=2,3", "phase=none",
-                     "pruning.strategy=top,bottom", wait=False,
+    sweeps = [_sweep(tmp_path / name, cluster, experiment,
+                     *_tiny(tiny_bert, tmp_path, "pruning.keep=2,3", "phase=none",
+                            "pruning.strategy=top,bottom"), wait=False,
                      cache=_separate_cache(tmp_path / f"{name}-cache")) for name in ("a", "b")]
     for proc in sweeps:
         out, _ = proc.communicate(timeout=900)
@@ -193,13 +201,20 @@ def _wait_for_running_child(cluster, experiment: str, timeout: float = 300):
                    if r.data.tags.get(PARENT_TAG) and r.info.status == "RUNNING"]
         if running:
             return running[0]
-        time.sleep(2)
+        time.sleep(1)
     raise AssertionError(f"no job of {experiment} started within {timeout} s")
 
 
-def test_a_cancelled_job_ends_killed_and_the_rerun_finishes_the_sweep(cluster, tmp_path):
+def _slow(tiny_bert: Path, tmp_path: Path) -> list[str]:
+    """One job that trains long enough (about half a minute) to be caught RUNNING."""
+    return _tiny(tiny_bert, tmp_path, "pruning.keep=2", "phase=sts", "phase.sts.max_pairs=null",
+                 "phase.sts.epochs=3")
+
+
+def test_a_cancelled_job_ends_killed_and_the_rerun_finishes_the_sweep(cluster, tiny_bert,
+                                                                      tmp_path):
     experiment = _new_experiment()
-    slow = ["pruning.keep=2", "phase=sts", "phase.sts.max_pairs=3000"]
+    slow = _slow(tiny_bert, tmp_path)
     proc = _sweep(tmp_path, cluster, experiment, *slow, wait=False)
     run = _wait_for_running_child(cluster, experiment)
     job = run.data.tags[SLURM_JOB_TAG].split(":")[-1]
@@ -222,9 +237,9 @@ def _mlflow_pid() -> int:
 
 
 def test_the_server_stopped_mid_sweep_fails_jobs_in_one_line_and_a_rerun_completes(
-        cluster, tmp_path):
+        cluster, tiny_bert, tmp_path):
     experiment = _new_experiment()
-    slow = ["pruning.keep=2", "phase=sts", "phase.sts.max_pairs=3000"]
+    slow = _slow(tiny_bert, tmp_path)
     proc = _sweep(tmp_path, cluster, experiment, *slow, wait=False)
     run = _wait_for_running_child(cluster, experiment)
     os.kill(_mlflow_pid(), signal.SIGTERM)
@@ -251,9 +266,10 @@ def test_the_server_stopped_mid_sweep_fails_jobs_in_one_line_and_a_rerun_complet
     assert len(finished) == 1
 
 
-def test_postgres_restarted_between_two_sweeps_loses_nothing(cluster, tmp_path):
+def test_postgres_restarted_between_two_sweeps_loses_nothing(cluster, tiny_bert, tmp_path):
     experiment = _new_experiment()
-    first = _sweep(tmp_path / "a", cluster, experiment, "pruning.keep=2,3", "phase=none")
+    jobs = _tiny(tiny_bert, tmp_path, "pruning.keep=2,3", "phase=none")
+    first = _sweep(tmp_path / "a", cluster, experiment, *jobs)
     assert first.returncode == 0, first.stderr[-3000:]
     before = _postgres_statuses(cluster, experiment)
     data = STATE / "postgres"
@@ -262,7 +278,7 @@ def test_postgres_restarted_between_two_sweeps_loses_nothing(cluster, tmp_path):
                     "-m", "fast", "-w", "restart", "-l", str(STATE / "log" / "postgres.log")],
                    check=True, capture_output=True, timeout=120)
     assert _postgres_statuses(cluster, experiment) == before == {"FINISHED": 3}
-    second = _sweep(tmp_path / "b", cluster, experiment, "pruning.keep=2,3", "phase=none")
+    second = _sweep(tmp_path / "b", cluster, experiment, *jobs)
     assert second.returncode == 0, second.stderr[-3000:]
     children = [r for r in _runs(cluster, experiment) if r.data.tags.get(PARENT_TAG)]
     assert len(children) == 4 and sum(REUSED_TAG in r.data.tags for r in children) == 2

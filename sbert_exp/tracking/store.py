@@ -229,8 +229,9 @@ LOCKS = ".sbert_exp-locks"  # beside a SQLite store: one lock file per config ke
 
 def lock_dir(uri: str) -> Path:
     """Where jobs that log to `uri` lock a config key while they train or reuse it: beside a
-    SQLite store, so that every sweep on the machine that logs there sees the lock; for a
-    server, a folder of the cache named by the URI (jobs of this machine only)."""
+    SQLite store, so that every sweep on the machine that logs there sees the lock. For a
+    server, a folder of the cache named by the URI, for locks of this machine only: a config
+    is claimed on the server itself (`sbert_exp.tracking.claims`)."""
     db = sqlite_path(uri)
     if db is not None:
         return db.resolve().parent / LOCKS
