@@ -24,7 +24,7 @@ TARGETS = {("e5_small", 6): 1.8, ("e5_small", 2): 4.0}
 
 def bench_model(name: str, variants: list[tuple[int, str]], rounds: int, limit: int | None,
                 batch_size: int) -> list[dict]:
-    from sbert_exp.forms import best_of
+    from sbert_exp.forms import time_views
     from sbert_exp.model import modeling
     from sbert_exp.pruning.rules import kept_layers
 
@@ -35,21 +35,14 @@ def bench_model(name: str, variants: list[tuple[int, str]], rounds: int, limit: 
     prompted = [(modeling.default_prompt(model) or "") + s for s in sentences]
     depth = modeling.num_layers(model)
 
-    def encode(keep: list[int]):
-        def run() -> None:
-            with modeling.layers_view(model, keep):
-                model.encode(sentences, batch_size=batch_size, convert_to_numpy=True,
-                             show_progress_bar=False)
-        return run
-
     def tokenize() -> None:
         for i in range(0, len(sentences), batch_size):
             model.preprocess(prompted[i:i + batch_size])
 
     kept = {k: kept_layers(depth, k, strategy) for k, strategy in variants}
-    timed = {"full": encode(list(range(depth))), "none": encode([]), "tokenize": tokenize,
-             **{f"keep{k}": encode(layers) for k, layers in kept.items()}}
-    seconds = best_of(rounds, timed)
+    views = {"full": list(range(depth)), "none": [],
+             **{f"keep{k}": layers for k, layers in kept.items()}}
+    seconds = time_views(model, views, sentences, batch_size, rounds, {"tokenize": tokenize})
     per_layer = (seconds["full"] - seconds["none"]) / depth
     rows = []
     for k, layers in kept.items():

@@ -36,14 +36,11 @@ def _encoder(model, sentences: list[str], batch_size: int) -> Callable[[], objec
                                 show_progress_bar=False)
 
 
-def speed_vs_unpruned(model, keep: Sequence[int], sentences: list[str], batch_size: int,
-                      rounds: int) -> dict[str, float]:
-    """Encode throughput with all layers and with `keep`, alternated on the same sentences.
-
-    Both variants run in this process on the same weights (the pruned one is a view of the
-    full stack), after one warm-up each; the best of `rounds` timings is kept.
-    """
-    full = list(range(len(layers(model))))
+def time_views(model, views: dict[str, Sequence[int]], sentences: list[str], batch_size: int,
+               rounds: int, also: dict[str, Callable[[], object]] | None = None
+               ) -> dict[str, float]:
+    """Best encode time of the model with each set of kept layers (`views`: name -> indices,
+    each a view of the same weights), alternated with any other callables in `also`."""
     encode = _encoder(model, sentences, batch_size)
 
     def view(idx: list[int]) -> Callable[[], None]:
@@ -52,11 +49,23 @@ def speed_vs_unpruned(model, keep: Sequence[int], sentences: list[str], batch_si
                 encode()
         return run
 
+    return best_of(rounds, {**{name: view(list(idx)) for name, idx in views.items()},
+                            **(also or {})})
+
+
+def speed_vs_unpruned(model, keep: Sequence[int], sentences: list[str], batch_size: int,
+                      rounds: int) -> dict[str, float]:
+    """Encode throughput with all layers and with `keep`, alternated on the same sentences.
+
+    Both variants run in this process on the same weights (the pruned one is a view of the
+    full stack), after one warm-up each; the best of `rounds` timings is kept.
+    """
+    full = list(range(len(layers(model))))
     # Keeping every layer is the unpruned model itself: time it once, the ratio is 1 by definition.
-    variants = {"full": view(full)}
+    views = {"full": full}
     if list(keep) != full:
-        variants["pruned"] = view(list(keep))
-    best = best_of(rounds, variants)
+        views["pruned"] = list(keep)
+    best = time_views(model, views, sentences, batch_size, rounds)
     full_s = best["full"]
     pruned_s = best.get("pruned", full_s)
     return {
