@@ -3,6 +3,7 @@ holders never overlap, a later claimant waits, a claim whose holder is gone does
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -45,7 +46,7 @@ def test_claimants_started_at_once_hold_the_claim_one_after_another(client):
         t.join(timeout=60)
     assert len(held) == 3
     spans = sorted(held)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     exp = client.get_experiment_by_name("tests.claims").experiment_id
     runs = client.search_runs([exp])
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
