@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def chain(error: BaseException | None) -> list[BaseException]:
+    """An error and the errors it was raised from or during, outermost first."""
+    found: list[BaseException] = []
+    while error is not None and error not in found:
+        found.append(error)
+        error = error.__cause__ or error.__context__
+    return found
+
+
 class UserError(Exception):
     """A problem with the user's config, assets or data; the message says how to fix it."""
 

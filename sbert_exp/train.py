@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sbert_exp import errors
 from sbert_exp.config.location import CONF_DIR as _CONF
 from sbert_exp.config.schema import TrainConfig, register_configs, to_train_config
 from sbert_exp.errors import UserError
@@ -104,14 +105,6 @@ def _schema_keys(object_type: object) -> str:
     return ""
 
 
-def _chain(error: BaseException | None) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
-
-
 def _one_line(error: BaseException) -> str | None:
     """The message for errors that are the user's to fix; None for bugs (they keep a traceback).
 
@@ -127,7 +120,7 @@ def _one_line(error: BaseException) -> str | None:
 
     from sbert_exp.tracking.store import lost_server
 
-    chain = _chain(error)
+    chain = errors.chain(error)
     own = next((e for e in chain if isinstance(e, UserError)), None)
     if own is not None:
         return str(own)

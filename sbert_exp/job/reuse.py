@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sbert_exp.tracking.queries import FinishedRun
 from sbert_exp.tracking.runs import Tracker
-from sbert_exp.tracking.store import sqlite_path
+from sbert_exp.tracking.store import lock_dir, sqlite_path
 from sbert_exp.utils.atomic import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,14 @@ def link_model(runs: list[FinishedRun], target: Path) -> bool:
 
 
 @contextlib.contextmanager
-def config_claim(tracker: Tracker, lock_dir: Path | None, key: str) -> Iterator[None]:
+def config_claim(tracker: Tracker, key: str) -> Iterator[None]:
     """Hold config `key` while a job trains or reuses it: a lock file beside a SQLite store
     (every job of this machine), a claim run on a server (every machine that logs there);
-    nothing when tracking is disabled (lock_dir None: nothing is reused)."""
-    if lock_dir is None:
+    nothing when tracking is disabled (nothing is reused)."""
+    if not tracker.cfg.enabled:
         yield
     elif sqlite_path(tracker.cfg.uri) is not None:
-        with config_lock(lock_dir, key):
+        with config_lock(lock_dir(tracker.cfg.uri), key):
             yield
     else:
         with tracker.claim(key):

@@ -18,7 +18,6 @@ from sbert_exp.job.reuse import config_claim, link_model, remove_partial_saves, 
 from sbert_exp.job.steps import datasets_of, language_teacher, train_and_evaluate
 from sbert_exp.pruning.rules import pruning_label
 from sbert_exp.tracking.runs import Tracker
-from sbert_exp.tracking.store import lock_dir
 from sbert_exp.tracking.tags import (
     CONFIG_KEY_TAG,
     JOB_TAG,
@@ -51,22 +50,20 @@ def run_job(cfg: TrainConfig, output_dir: Path, params: dict[str, str],
     tracker = Tracker(cfg.tracking)
     if parent_run_id is None:
         tracker.end_dead_runs()  # a sweep does this once, before its jobs
-    # Jobs with one config take turns on a lock beside the tracking store, so that parallel
-    # launchers and sweeps started anywhere on the machine train it once.
-    locks = lock_dir(cfg.tracking.uri) if cfg.tracking.enabled else None
-    metrics = _run(cfg, checked, tracker, output_dir, params, tags, parent_run_id, locks, job,
-                   started)
+    # Jobs with one config take turns (a lock beside a SQLite store, a claim on a server), so
+    # that parallel launchers and sweeps started anywhere that log there train it once.
+    metrics = _run(cfg, checked, tracker, output_dir, params, tags, parent_run_id, job, started)
     if checked.references and not cfg.tracking.enabled:
         log.info("references: tracking.enabled=false, so no run would hold them: skipped")
         return metrics
     for ref in checked.references:
-        _reference(cfg, checked, tracker, ref, params, parent_run_id, locks)
+        _reference(cfg, checked, tracker, ref, params, parent_run_id)
     return metrics
 
 
 def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
          params: dict[str, str], tags: dict[str, str] | None, parent_run_id: str | None,
-         locks: Path | None, job: int | None, started: float) -> dict[str, float]:
+         job: int | None, started: float) -> dict[str, float]:
     kept, fp = checked.kept, checked.fingerprint
     run_name = "-".join([cfg.base_model.name, *pruning_label(
         cfg.pruning.keep, cfg.pruning.strategy, cfg.pruning.layers)])
@@ -79,7 +76,7 @@ def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
     if kept is not None:
         params["pruning.kept_layers"] = ",".join(map(str, kept))
     remove_partial_saves(output_dir)
-    with config_claim(tracker, locks, fp.key):
+    with config_claim(tracker, fp.key):
         if parent_run_id is not None and job is not None:
             done = tracker.find_finished(fp.key, parent_run_id, job)
             if done and restore(done, cfg.save_model, output_dir):
@@ -120,8 +117,7 @@ def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
 
 
 def _reference(cfg: TrainConfig, checked: Checked, tracker: Tracker, ref: references.Reference,
-               params: dict[str, str], parent_run_id: str | None,
-               locks: Path | None) -> None:
+               params: dict[str, str], parent_run_id: str | None) -> None:
     """One reference run of this base model in this sweep (none if the sweep has it already):
     reused from a finished run with the same key whose folder is still there, else measured."""
     key = references.key(ref, checked.fingerprint.parts, cfg)
@@ -130,7 +126,7 @@ def _reference(cfg: TrainConfig, checked: Checked, tracker: Tracker, ref: refere
     ref_params = {k: v for k, v in params.items() if k.startswith(("base_model.", "eval."))}
     ref_params.update({"reference.name": ref.name, "reference.form": ref.form,
                        "reference.label": ref.label(cfg.base_model.name)})
-    with config_claim(tracker, locks, key):
+    with config_claim(tracker, key):
         if parent_run_id is not None and tracker.find_finished(key, parent_run_id):
             return
         previous = [] if cfg.force else [

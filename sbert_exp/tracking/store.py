@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from sbert_exp.config.schema import TrackingConfig
-from sbert_exp.errors import ConfigError
+from sbert_exp.errors import ConfigError, chain
 from sbert_exp.tracking.tags import HOST_TAG, PID_START_TAG, PID_TAG, SLURM_JOB_TAG
 from sbert_exp.utils.cache import cache_dir, file_lock
 
@@ -63,11 +63,7 @@ _API_REQUEST = re.compile(r"API request to (https?://\S+?)/(?:api|ajax-api)/")
 def lost_server(error: BaseException) -> str | None:
     """The one line for an error that came from a tracking server that no longer answers (the
     error names the request; the server's /health is asked again); None for any other error."""
-    seen: list[BaseException] = []
-    while error is not None and error not in seen:
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    for e in seen:
+    for e in chain(error):
         found = _API_REQUEST.search(str(e))
         if found is None:
             continue
