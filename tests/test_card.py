@@ -9,6 +9,7 @@ import pytest
 from conftest import run_tiny_job, tiny_overrides
 from sbert_exp.config.schema import CardConfig
 from sbert_exp.forms.card import SECTION, Card, section
+from sbert_exp.tracking import uris
 
 
 def test_the_section_names_the_base_layers_recipe_and_scores():
@@ -53,13 +54,9 @@ def test_a_saved_and_a_logged_model_carry_the_card(tiny_bert, tmp_path):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
+    with uris.using(f"sqlite:///{tmp_path / 'mlflow.db'}"):
         local = Path(mlflow.artifacts.download_artifacts(run.data.tags[LOGGED_MODEL_TAG],
                                                          dst_path=str(tmp_path / "logged")))
-    finally:
-        mlflow.set_tracking_uri(before)
     logged = next(local.rglob("README.md")).read_text()
     assert SECTION in logged and "- **Layers kept:** 3 of 12: 0 1 11 (middle removed)" in logged
 

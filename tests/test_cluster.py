@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_overrides
+from sbert_exp.tracking import uris
 from sbert_exp.tracking.tags import (
     LOGGED_EXPORT_TAG,
     LOGGED_MODEL_TAG,
@@ -162,15 +163,9 @@ def test_sweep_on_slurm_logged_on_postgres_reported_and_registered_from_anywhere
 
     chosen = json.loads(from_folder["recommendation.json"])
     assert chosen["form"] == "onnx_int8"
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(cluster["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(cluster["MLFLOW_TRACKING_URI"])
-    try:
+    with uris.using(cluster["MLFLOW_TRACKING_URI"]):
         folder = Path(mlflow.artifacts.download_artifacts(
             f"models:/{experiment}@recommended", dst_path=str(tmp_path / "download")))
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
     cfg, _ = compose(["base_model=minilm_l6", "references=[]", "tracking.enabled=false"])
     scores = evaluation.sts_scores(forms.load(folder), check(cfg).data.sts_test,
                                    eval_batch_size(cfg.eval.batch_size, "cpu"))

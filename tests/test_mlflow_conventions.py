@@ -15,9 +15,9 @@ from sbert_exp.tracking.tags import EXPERIMENT_KIND_TAG, UI_TRAINING_VIEW
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
+    from sbert_exp.tracking import uris
 
-    return MlflowClient(tracking_uri=uri)
+    return uris.client(uri)
 
 
 def test_experiment_kind_is_set_on_a_new_and_on_an_old_experiment(tmp_path, caplog):
@@ -136,3 +136,47 @@ def test_a_runs_uri_registers_the_run_s_folder(tmp_path):
     version = client.get_model_version("tests-m", "1")
     assert (version.run_id, version.source) == (
         run, f"{client.get_run(run).info.artifact_uri}/model")
+
+
+def test_a_registry_set_elsewhere_in_the_process_does_not_redirect_register(tmp_path,
+                                                                            monkeypatch):
+    """The store named is the store used: a registry URI another caller set (MLflow's setters
+    export it to the environment) is not where the model is registered."""
+    uri, other = (f"sqlite:///{tmp_path / name}" for name in ("mlflow.db", "other.db"))
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", other)
+    client = _client(uri)
+    run = client.create_run(client.create_experiment("tests")).info.run_id
+    client.log_text(run, "flavors: {}\n", "model/MLmodel")
+    assert registry.register(uri, f"runs:/{run}/model", "tests-m") == "1"
+    assert client.get_model_version_by_alias("tests-m", "recommended").run_id == run
+    assert not (tmp_path / "other.db").exists()
+
+
+@pytest.mark.parametrize("explicit", [None, "sqlite:////set/by/hand.db"])
+@pytest.mark.parametrize("env", [None, "sqlite:////from/env.db"])
+def test_using_points_the_fluent_api_at_a_store_and_puts_everything_back(
+        explicit, env, monkeypatch):
+    import os
+
+    import mlflow
+
+    from sbert_exp.tracking import uris
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    if env:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+    mlflow.set_tracking_uri(explicit)
+    try:
+        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(),
+                  os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"))
+        with uris.using("sqlite:////inside.db"):
+            assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == "sqlite:////inside.db"
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri(),
+                os.environ.get("MLFLOW_TRACKING_URI"),
+                os.environ.get("MLFLOW_REGISTRY_URI")) == before
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mlflow.set_tracking_uri(None)
+        assert mlflow.get_tracking_uri() != "sqlite:////inside.db"
+    finally:
+        mlflow.set_tracking_uri(None)

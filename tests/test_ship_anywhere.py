@@ -17,6 +17,7 @@ from conftest import ROOT, compose
 from sbert_exp.errors import UserError
 from sbert_exp.job.sweeper import read_sweep_file
 from sbert_exp.report.cli import Sweep, main, write_report
+from sbert_exp.tracking import uris
 
 
 def test_a_run_id_that_is_no_sweep_parent_ends_in_one_line(tmp_path):
@@ -81,16 +82,10 @@ def test_report_by_run_id_without_job_folders_registers_the_recommended_export(
 
     # The registered version is the int8 export: downloaded into an empty folder, it loads,
     # encodes and scores what the report says.
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
+    with uris.using(uri):
         folder = Path(mlflow.artifacts.download_artifacts(
             "models:/tiny@recommended", dst_path=str(tmp_path / "download")))
-        version = mlflow.tracking.MlflowClient().get_model_version_by_alias("tiny", "recommended")
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    version = uris.client(uri).get_model_version_by_alias("tiny", "recommended")
     assert any(folder.rglob("*.onnx"))
     assert version.tags["form"] == "onnx_int8"
     assert float(version.tags["sts"]) == pytest.approx(chosen["sts"], abs=1e-4)

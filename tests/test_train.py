@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT, SMALL_STS_TEST, compose, tiny_overrides
 from sbert_exp.job.run import run_job
+from sbert_exp.tracking import uris
 from sbert_exp.tracking.runs import flatten
 from sbert_exp.tracking.store import LOCKS
 
@@ -436,15 +437,11 @@ def test_log_model_fills_the_models_and_dataset_columns(tiny_bert, tmp_path):
     assert run.info.status == "FINISHED"
     saved = SentenceTransformer(str(tmp_path / "job" / "model"), device="cpu")
     sentences = ["a man is playing a guitar", "two dogs run on the beach"]
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
+    with uris.using(f"sqlite:///{tmp_path / 'mlflow.db'}"):
         for uri in (run.data.tags[LOGGED_MODEL_TAG], f"runs:/{run.info.run_id}/model"):
             logged = mlflow.sentence_transformers.load_model(uri)
             np.testing.assert_allclose(logged.encode(sentences), saved.encode(sentences),
                                        atol=1e-6)
-    finally:
-        mlflow.set_tracking_uri(before)
     assert [m.source_run_id for m in client.search_logged_models(
         [run.info.experiment_id])] == [run.info.run_id]
     inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sbert_exp.tracking import uris
 from sbert_exp.tracking.tags import LOGGED_MODEL_TAG
 from sbert_exp.utils import interrupts
 from sbert_exp.utils.versions import versions
@@ -113,18 +114,13 @@ class Run:
         import mlflow.sentence_transformers
 
         interrupts.check()  # not shielded: an upload may take minutes
-        before = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.sentence_transformers.log_model(
-                    model, name="model",
-                    # Pinned as here, instead of MLflow inferring them by loading the model in
-                    # a subprocess.
-                    pip_requirements=[f"{p}=={v}" for p, v in versions(
-                        ("torch", "transformers", "sentence-transformers")).items()])
-        finally:
-            mlflow.set_tracking_uri(before)
+        with uris.using(uri), mlflow.start_run(run_id=self.run_id):
+            info = mlflow.sentence_transformers.log_model(
+                model, name="model",
+                # Pinned as here, instead of MLflow inferring them by loading the model in a
+                # subprocess.
+                pip_requirements=[f"{p}=={v}" for p, v in versions(
+                    ("torch", "transformers", "sentence-transformers")).items()])
         self.set_tags({LOGGED_MODEL_TAG: info.model_uri})
         return info.model_uri
 

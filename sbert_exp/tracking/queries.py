@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sbert_exp.tracking import uris
 from sbert_exp.tracking.tags import PARENT_TAG, SWEEP_TAG
 
 
@@ -22,9 +23,8 @@ class FinishedRun:
 
 def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
     """Every job run under a sweep's parent: id, status, params, metrics and tags."""
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = uris.client(uri)
     parent = client.get_run(parent_run_id)
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
@@ -36,9 +36,8 @@ def parent_run(uri: str, run_id: str) -> tuple[str, str | None] | None:
     """(experiment name, sweep folder it recorded) of a sweep's parent run; None when the store
     has no such run, or the run is not a sweep's parent."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = uris.client(uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -50,9 +49,8 @@ def parent_run(uri: str, run_id: str) -> tuple[str, str | None] | None:
 
 def finished_runs_of(uri: str, parent_run_id: str, bases: Sequence[str]) -> list[dict[str, Any]]:
     """FINISHED job runs of these base models in the parent's experiment, outside its sweep."""
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = uris.client(uri)
     experiment = client.get_run(parent_run_id).info.experiment_id
     found: list[dict[str, Any]] = []
     for base in bases:
@@ -71,15 +69,13 @@ def _as_dict(run: Any) -> dict[str, Any]:
 
 def metric_history(uri: str, run_id: str, key: str) -> list[float]:
     """A run's values of one metric, in step order (empty when it never logged it)."""
-    from mlflow.tracking import MlflowClient
 
-    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    history = uris.client(uri).get_metric_history(run_id, key)
     return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
 def log_artifacts(uri: str, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = uris.client(uri)
     for path in paths:
         client.log_artifact(run_id, str(path), artifact_path)

@@ -6,6 +6,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from sbert_exp.errors import UserError
+from sbert_exp.tracking import uris
 from sbert_exp.tracking.tags import LOGGED_MODEL_TAG
 
 REGISTRY_ALIAS = "recommended"  # the registered version of the model to ship
@@ -16,9 +17,8 @@ def register(uri: str, model_uri: str, name: str, tags: Mapping[str, object] | N
     `name`, once per source, with `tags` (what it scored), and point the `recommended` alias
     at it; returns the version."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = uris.client(uri)
     try:
         source, run_id, model_id = _model_source(client, model_uri)
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sbert_exp.config.schema import TrackingConfig
 from sbert_exp.errors import ConfigError
-from sbert_exp.tracking import claims
+from sbert_exp.tracking import claims, uris
 from sbert_exp.tracking.calls import Run, call, end_failed
 from sbert_exp.tracking.queries import FinishedRun
 from sbert_exp.tracking.store import (
@@ -68,17 +68,15 @@ class Tracker:
         self.cfg = cfg
 
     def _client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
         # An explicit client: no process-wide active run or URI to leak between sweep jobs.
         if self.cfg.uri in _opened:
-            return MlflowClient(tracking_uri=self.cfg.uri)
+            return uris.client(self.cfg.uri)
         # The first client of a process creates a new SQLite store and runs its migrations:
         # two processes doing that at once break it ("duplicate column name"). One at a time,
         # and never cut halfway by Ctrl-C.
         with store_lock(self.cfg.uri), interrupts.shielded():
             create_sqlite_store(self.cfg.uri)
-            client = MlflowClient(tracking_uri=self.cfg.uri)
+            client = uris.client(self.cfg.uri)
             client.search_experiments(max_results=1)
         _opened.add(self.cfg.uri)
         return client
