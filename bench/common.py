@@ -40,9 +40,13 @@ def sts_test_sentences(prefix: str) -> list[str]:
 
 
 def machine() -> str:
+    """The machine a figure was measured on: the CPU with its bf16 and int8 flags, cores,
+    torch threads, GPU."""
+    from sbert_exp.model.precision import describe_cpu
+
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, {device}")
+    return (f"{describe_cpu()}, {platform.machine()}, {os.cpu_count()} CPU cores, torch "
+            f"{torch.__version__} with {torch.get_num_threads()} threads, {device}")
 
 
 def write(name: str, text: str) -> Path:

@@ -25,6 +25,7 @@ BENCHMARKS = {  # script -> (arguments, arguments with --quick)
     "scaling.py": ([], ["--quick"]),
     "peers.py": ([], ["--rounds", "1", "--sentences", "300", "--latency", "30"]),
     "onnx_fp32.py": ([], ["--rounds", "1", "--sentences", "128"]),
+    "precision.py": ([], ["--rounds", "1", "--sentences", "300", "--train-sentences", "128"]),
 }
 
 

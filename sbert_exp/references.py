@@ -6,6 +6,7 @@ job's timing code, against the same unpruned fp32 model:
 
 - `as_is`: the base model as it is (every job logs it: `base_model/...`; listed for clarity);
 - `int8`: the base quantized only (the int8 ONNX export, no pruning);
+- `bf16`: the base as it is, its weights in bf16 and encoded in bf16 (`export=bf16`);
 - `trimmed`, `trimmed_int8`: the base with only its vocabulary trimmed to the job's corpus
   (`vocab.*`; the training splits when the job keeps the whole vocabulary), then int8 ONNX;
 - `static`, `static_<dims>`: static token embeddings distilled from the base by model2vec
@@ -41,7 +42,7 @@ from sbert_exp.utils.cache import Cache
 log = logging.getLogger(__name__)
 
 REFERENCE_TAG = "sbert_exp.reference"  # the form, on a reference run
-FORMS = ("as_is", "int8", "trimmed", "trimmed_int8", "static")
+FORMS = ("as_is", "int8", "bf16", "trimmed", "trimmed_int8", "static")
 STATIC_DIMS = 256  # model2vec's default PCA size
 REFERENCES = Cache("references", version=2)  # a folder per reference model
 # (version 2: static ones saved as SentenceTransformer folders)
@@ -49,6 +50,7 @@ REFERENCES = Cache("references", version=2)  # a folder per reference model
 ADVICE = {
     "as_is": "use base_model={base} as it is, no pruning needed",
     "int8": "quantize the base: export base_model={base} to int8 ONNX, no pruning needed",
+    "bf16": "serve the base in bf16: export base_model={base} to bf16, no pruning needed",
     "trimmed": "trim the base's vocabulary only: pruning=unpruned vocab=corpus, no pruning needed",
     "trimmed_int8": "trim the base's vocabulary and quantize it, no pruning needed",
     "static": "use static embeddings distilled from {base} (model2vec), no transformer needed",
@@ -167,15 +169,16 @@ def folder(reference_key: str) -> Path:
 COMPLETE = ".complete"  # written last into a reference's folder
 # The folder of a reference's cache entry that its model loads from.
 LOADS = {"static": "static", "trimmed": "model", "int8": "model_onnx_int8",
-         "trimmed_int8": "model_onnx_int8"}
+         "trimmed_int8": "model_onnx_int8", "bf16": "model_bf16"}
 
 
 def form_of(ref: Reference, trim: forms.Trim | None) -> forms.Form:
     """The form a reference is (`trim`: the corpus of a trimmed one)."""
     if ref.form == "static":
         return forms.Form(static_dims=ref.dims)
-    int8 = ExportBackend.onnx_int8 if ref.form in ("int8", "trimmed_int8") else ExportBackend.none
-    return forms.Form(trim=trim if ref.form.startswith("trimmed") else None, backend=int8)
+    backend = (ExportBackend.onnx_int8 if ref.form in ("int8", "trimmed_int8")
+               else ExportBackend.bf16 if ref.form == "bf16" else ExportBackend.none)
+    return forms.Form(trim=trim if ref.form.startswith("trimmed") else None, backend=backend)
 
 
 def ensure(ref: Reference, cfg: TrainConfig, checked, out: Path | None = None

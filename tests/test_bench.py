@@ -66,6 +66,7 @@ QUICK = {
     "export_speed.py": ["--rounds", "1", "--sentences", "16"],
     "onnx_fp32.py": ["--rounds", "1", "--sentences", "16"],
     "peers.py": ["--rounds", "1", "--sentences", "16", "--latency", "3"],
+    "precision.py": ["--rounds", "1", "--sentences", "16", "--train-sentences", "64"],
 }
 
 

@@ -170,6 +170,8 @@ def _cli(*overrides: str, cwd: Path, **env_vars: str) -> subprocess.CompletedPro
          "error: an override sets a key below a null node of this config (e.g. phase=nli has "
          "no sts stage, so phase.sts.* cannot be set): choose an option that defines it, or "
          "drop that override"),
+        ("precision=fp16",
+         "error: precision=fp16: Invalid value 'fp16', expected one of [auto, fp32, bf16]"),
         ("pruning.keep=two",
          "error: pruning.keep=two: Value 'two' of type 'str' could not be converted to Integer"),
     ],

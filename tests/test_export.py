@@ -84,7 +84,7 @@ def exported(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("backend", [
-    Backend.none, Backend.torch_int8,
+    Backend.none, Backend.torch_int8, Backend.bf16,
     pytest.param(Backend.onnx, marks=needs_onnx), pytest.param(Backend.onnx_int8, marks=needs_onnx),
 ])
 def test_layout(exported, backend: Backend) -> None:
@@ -182,6 +182,25 @@ def test_every_folder_loads_as_its_torch_model(exported, reference: np.ndarray) 
                                reference, atol=1e-6)
 
 
+def test_the_bf16_folder_holds_bf16_weights_and_loads_in_bf16_everywhere(
+        exported, model_dir: Path, reference: np.ndarray) -> None:
+    import torch
+    from safetensors import safe_open
+    from sentence_transformers import SentenceTransformer
+
+    out = exported(Backend.bf16)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    weights = (out / "model.safetensors").stat().st_size
+    assert weights < 0.55 * (model_dir / "model.safetensors").stat().st_size
+    for model in (export.load(out), export.load(out, Backend.none), SentenceTransformer(str(out))):
+        assert model.dtype == torch.bfloat16
+        embeddings = model.encode(SENTENCES, batch_size=3)
+        assert embeddings.dtype == np.float32
+        assert cosines(embeddings, reference).min() > 0.999
+        assert not np.allclose(embeddings, reference, atol=1e-5)  # it did round
+
+
 def test_load_refuses_another_backend(exported) -> None:
     out = exported(Backend.torch_int8)
     with pytest.raises(ConfigError, match="exported for export=torch_int8, not onnx"):
@@ -228,7 +247,7 @@ def test_missing_backend_is_one_line(model_dir: Path, tmp_path: Path,
 
 
 def test_backend_names() -> None:
-    assert [str(b) for b in Backend] == ["none", "onnx", "onnx_int8", "torch_int8"]
+    assert [str(b) for b in Backend] == ["none", "onnx", "onnx_int8", "torch_int8", "bf16"]
     with pytest.raises(ValueError):
         Backend("onnx-int8")
 
@@ -259,6 +278,21 @@ def test_job_exports_scores_and_times_the_export(backend, tiny_bert, tmp_path):
     assert again == metrics
     linked = tmp_path / "again" / f"model_{backend}" / "export.json"
     assert linked.stat().st_ino == (folder / "export.json").stat().st_ino
+
+
+def test_a_job_builds_its_bf16_form_where_the_cpu_computes_in_bf16(tiny_bert, tmp_path):
+    """precision=bf16 stands for a CPU with bf16 arithmetic (auto chooses it there); the job's
+    training then runs in bf16 too. precision=fp32 builds no bf16 form."""
+    metrics = _export_job(tiny_bert, tmp_path, "job", "precision=bf16", "export=torch_int8")
+    folder = tmp_path / "job" / "model_bf16"
+    assert json.loads((folder / "export.json").read_text())["backend"] == "bf16"
+    assert metrics["bf16/sts_test/spearman_cosine"] == pytest.approx(
+        metrics["sts_test/spearman_cosine"], abs=0.02)
+    assert 0.4 < metrics["bf16/disk_mb"] / metrics["model/disk_mb"] < 0.6
+    assert metrics["bf16/speedup_vs_unpruned"] > 0 and "export/disk_mb" in metrics
+    fp32 = _export_job(tiny_bert, tmp_path, "fp32", "precision=fp32")
+    assert not any(k.startswith("bf16/") for k in fp32)
+    assert not (tmp_path / "fp32" / "model_bf16").exists()
 
 
 def test_export_without_a_saved_model_is_one_line(tiny_bert, tmp_path):

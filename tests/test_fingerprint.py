@@ -58,9 +58,11 @@ def test_edited_data_file_changes_the_key_a_touch_does_not(tiny_bert, tmp_path):
 def test_device_precision_and_versions_change_the_key(tiny_bert, tmp_path, monkeypatch):
     overrides = _overrides(tiny_bert, tmp_path, _sts_file(tmp_path / "sts.csv"))
     base = _key(overrides)
-    monkeypatch.setattr(fp_module, "precision", lambda device: "bf16")
+    monkeypatch.setattr(fp_module, "precision", lambda device, requested: "bf16")
     assert _key(overrides, device="cuda:0") != base
     monkeypatch.undo()
+    # The precision chosen, not the one asked for: bf16 runs (emulated or not) on any CPU.
+    assert _key([*overrides, "precision=bf16"]) != base
     monkeypatch.setattr(digests, "HASHES", digests.HASHES.moved(tmp_path))
     real = versions_module.metadata.version
     monkeypatch.setattr(versions_module.metadata, "version",

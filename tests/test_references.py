@@ -38,7 +38,7 @@ def test_reference_names(name, form, dims):
 
 
 @pytest.mark.parametrize(("name", "error"), [
-    ("int4", "references: unknown reference 'int4': choose from as_is, int8, trimmed, "
+    ("int4", "references: unknown reference 'int4': choose from as_is, int8, bf16, trimmed, "
              "trimmed_int8, static, static_<dims>, or a base model (bert_base, e5_small, "
              "hindbert_v2, mahabert_small, mahabert_smaller, mahabert_v2, minilm_l6, mpnet_base, "
              "muril)"),
@@ -164,13 +164,15 @@ def _board(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-@pytest.mark.parametrize(("form", "advice"), [
-    ("int8", "quantize the base: export base_model=m to int8 ONNX, no pruning needed"),
-    ("trimmed", "trim the base's vocabulary only: pruning=unpruned vocab=corpus, no pruning "
-                "needed"),
-    ("static", "use static embeddings distilled from m (model2vec), no transformer needed"),
+@pytest.mark.parametrize(("form", "served", "advice"), [
+    ("int8", "int8", "quantize the base: export base_model=m to int8 ONNX, no pruning needed"),
+    ("bf16", "bf16", "serve the base in bf16: export base_model=m to bf16, no pruning needed"),
+    ("trimmed", "fp32", "trim the base's vocabulary only: pruning=unpruned vocab=corpus, no "
+                        "pruning needed"),
+    ("static", "fp32", "use static embeddings distilled from m (model2vec), no transformer "
+                       "needed"),
 ])
-def test_a_winning_reference_is_recommended_in_plain_words(form, advice):
+def test_a_winning_reference_is_recommended_in_plain_words(form, served, advice):
     df = _board([
         {"form": "as_is", "reference": True, "sts": 0.80, "speed": 1.0, "mb": 100.0},
         {"form": form, "reference": True, "ref_form": form, "label": f"m {form} (reference)",
@@ -181,7 +183,8 @@ def test_a_winning_reference_is_recommended_in_plain_words(form, advice):
     front = board.pareto_front(df)
     row = df.loc[board.recommend(df, front, board.Budget(min_speedup=1.5))]
     assert ship.recommendation_line(row, board.Budget(min_speedup=1.5)) == (
-        f"recommended (within --min-speedup 1.5): m {form} (reference): 0.7990 STSb, 30.0 MB, "
+        f"recommended (within --min-speedup 1.5): m {form} (reference), served in "
+        f"{served}: 0.7990 STSb, 30.0 MB, "
         f"3.0x; no model the sweep trained scores higher within the budget: {advice}; model "
         "folder /refs/x")
 

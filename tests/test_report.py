@@ -22,7 +22,7 @@ from sbert_exp.report.cli import latest_sweep, main, write_report
 from sbert_exp.report.table import markdown, table
 from sbert_exp.tracking import registry
 from sbert_exp.tracking.runs import Tracker
-from sbert_exp.tracking.tags import LOGGED_MODEL_TAG, MODEL_DIR_TAG, PARENT_TAG
+from sbert_exp.tracking.tags import LOGGED_BF16_TAG, LOGGED_MODEL_TAG, MODEL_DIR_TAG, PARENT_TAG
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,11 @@ def _job(run_id: str, strategy: str, kept: str, sts: float, speedup: float,
               "export": export}
     names = {"disk": "model/disk_mb", "size": "model/size_mb", "vocab": "model/vocab_size",
              "export_sts": "export/sts_test/spearman_cosine",
-             "export_speedup": "export/speedup_vs_unpruned", "export_disk": "export/disk_mb"}
+             "export_speedup": "export/speedup_vs_unpruned", "export_disk": "export/disk_mb",
+             "bf16_sts": "bf16/sts_test/spearman_cosine",
+             "bf16_speedup": "bf16/speedup_vs_unpruned",
+             "bf16_disk": "bf16/disk_mb", "bf16_en_hi": "bf16/bitext/en-hi/accuracy",
+             "en_hi": "bitext/en-hi/accuracy"}
     return {"run_id": run_id, "status": "FINISHED", "params": params, "tags": tags or {},
             "metrics": {"sts_test/spearman_cosine": sts, "speed/speedup_vs_unpruned": speedup,
                         "base_model/sts_test/spearman_cosine": 0.8, "model/params_total": 3e6,
@@ -351,6 +355,32 @@ def test_candidates_are_saved_models_and_exports(tmp_path):
     assert models.base_pct.tolist() == pytest.approx([87.5, 86.25, 75.0, 93.75, 100.0, 100.0])
     # The base without a size counts as the largest: the unpruned run, as good, beats it.
     assert board.pareto_front(models).tolist() == [True, True, False, True, True, False]
+
+
+def test_the_bf16_form_sits_beside_its_fp32_model_and_export_and_names_its_precision(tmp_path):
+    folder = tmp_path / "1_t2" / "model"
+    jobs = [_job("t2", "top", "0,1", 0.70, 1.9, {MODEL_DIR_TAG: str(folder),
+                                                  LOGGED_BF16_TAG: "models:/m-bf16"},
+                 export="onnx_int8", disk=60.0, vocab=30522, en_hi=0.5, export_sts=0.69,
+                 export_speedup=3.5, export_disk=16.0, bf16_sts=0.7001, bf16_speedup=3.4,
+                 bf16_disk=30.0, bf16_en_hi=0.52),
+            _job("u", "top", "0,1,2,3", 0.80, 1.0, disk=100.0, vocab=30522, en_hi=0.8)]
+    models = board.candidates(table(jobs))
+    assert list(zip(models.keep, models.form, models.sts, models.speed, models.mb,
+                    strict=True))[:4] == [(2, "model", 0.70, 1.9, 60.0),
+                                          (2, "onnx_int8", 0.69, 3.5, 16.0),
+                                          (2, "bf16", 0.7001, 3.4, 30.0),
+                                          (4, "model", 0.80, 1.0, 100.0)]
+    bf16 = models.iloc[2]
+    assert bf16.model_dir == str(tmp_path / "1_t2" / "model_bf16")
+    assert bf16.logged_model == "models:/m-bf16" and bf16["bitext/en-hi/accuracy"] == 0.52
+    assert [board.served_in(r) for _, r in models.iterrows()][:4] == [
+        "fp32", "int8", "bf16", "fp32"]
+    row = models.loc[board.recommend(models, board.pareto_front(models),
+                                      board.Budget(min_sts=0.7, min_speedup=3))]
+    assert ship.recommendation_line(row, board.Budget(min_sts=0.7, min_speedup=3)).startswith(
+        "recommended (within --min-speedup 3 --min-sts 0.7): m top keep 2 sts as bf16, served "
+        "in bf16: 0.7001 STSb, 0.5200 en-hi acc, 30.0 MB, 3.4x (87.5% of base); model folder ")
 
 
 @pytest.mark.parametrize(("budget", "chosen"), [
@@ -406,7 +436,8 @@ def _fake_sweep(tmp_path: Path, monkeypatch) -> tuple[Path, list]:
 def test_ship_section_plot_and_recommendation(tmp_path, monkeypatch, capsys):
     sweep_dir, attached = _fake_sweep(tmp_path, monkeypatch)
     assert main(["--sweep", str(sweep_dir), "--max-mb", "100", "--min-speedup", "3"]) == 0
-    line = ("recommended (within --max-mb 100 --min-speedup 3): m top keep 2 sts as onnx_int8: "
+    line = ("recommended (within --max-mb 100 --min-speedup 3): m top keep 2 sts as onnx_int8, "
+            "served in int8: "
             "0.6900 STSb, 16.0 MB, 3.5x (86.2% of base); model folder "
             f"{sweep_dir / '1_t2' / 'model_onnx_int8'}; (no logged model: run with "
             "tracking.log_model=true to register it)")
@@ -554,7 +585,8 @@ def test_metric_chooses_the_front_and_the_model_by_a_language(tmp_path):
     line = ship.recommendation_line(row, board.Budget(), None,
                                       board.metric_label(models))
     assert line.startswith("recommended (no budget: the highest bitext/en-hi/accuracy): m bottom "
-                           "keep 2 sts: 0.6000 STSb, 0.9000 en-hi acc, 60.0 MB, 1.9x (102.3% of "
+                           "keep 2 sts, served in fp32: 0.6000 STSb, 0.9000 en-hi acc, 60.0 MB, "
+                           "1.9x (102.3% of "
                            "base on bitext/en-hi/accuracy); ")
     with pytest.raises(UserError, match=r"^--metric agreement/mr/spearman: no run of the sweep "
                                         r"logged it: choose sts, bitext/en-hi/accuracy$"):
@@ -581,7 +613,8 @@ def test_the_base_as_it_is_is_on_the_board_and_wins_when_nothing_trained_beats_i
     assert row.form == "as_is"
     assert ship.recommendation_line(row, board.Budget()) == (
         "recommended (no budget: the highest STSb): m as it is (the base model: no pruning, no "
-        "training): 0.8000 STSb, 100.0 MB, 1.0x; no model the sweep trained scores higher: use "
+        "training), served in fp32: 0.8000 STSb, 100.0 MB, 1.0x; no model the sweep trained "
+        "scores higher: use "
         "base_model=m as it is, no pruning needed")
     # Within 98 MB the base is out; u fits but scores below it at no gain: never recommended.
     row = models.loc[board.recommend(models, front, board.Budget(max_mb=98))]

@@ -34,6 +34,14 @@ class Init(StrEnum):
     random = "random"
 
 
+class Precision(StrEnum):
+    """The arithmetic a job trains in and a model is served in (model.modeling.precision)."""
+
+    auto = "auto"  # bf16 where the hardware has it (CPU: avx512_bf16 or amx_bf16), else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class FileFormat(StrEnum):
     csv = "csv"
     tsv = "tsv"
@@ -226,6 +234,7 @@ class ExportBackend(StrEnum):
     onnx = "onnx"  # fp32 ONNX, run by ONNX Runtime
     onnx_int8 = "onnx_int8"  # the same with int8 weights (dynamic quantization)
     torch_int8 = "torch_int8"  # torch dynamic int8 quantization of the Linear layers
+    bf16 = "bf16"  # the weights in bf16, encoded in bf16 by torch: half the folder
 
 
 @dataclass
@@ -265,6 +274,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 42
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    precision: Precision = Precision.auto
     save_model: bool = True
     # Export the saved model for serving, score the export on STS test and time it against the
     # unpruned fp32 model (model_<backend>/ beside model/).

@@ -8,6 +8,8 @@ the backend runs and an `export.json` naming it:
     onnx_int8   onnx/model_qint8_avx512_vnni.onnx    the same, int8 by ONNX Runtime's dynamic
                                                      quantization (weights int8 per channel)
     torch_int8  nothing more: `load` quantizes the Linear layers to int8 as it loads
+    bf16        the saved model with its weights in bf16 (half the folder), which torch
+                encodes in bf16: `SentenceTransformer(path)` loads it so, as `load` does
 
 The ONNX files sit where sentence-transformers' own backend functions put them, with the
 inputs and output that Optimum's ORTModelForFeatureExtraction reads, for
@@ -99,6 +101,8 @@ def export(model_dir: Path, backend: Backend, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.eval()
+    if backend is Backend.bf16:
+        model.to(torch.bfloat16)
     with atomic_dir(out_dir) as work:
         model.save(str(work))
         file_name = ONNX_FILES.get(backend)
@@ -132,7 +136,10 @@ def load(path: Path, backend: Backend | None = None, threads: int | None = None)
         raise ConfigError(f"{path} was exported for export={written}, not {backend}: "
                           f"load it with backend={written} or none, or export it again")
     check_available(backend)
-    model = SentenceTransformer(str(path), device="cpu")
+    # A bf16 folder loads in bf16 (its config's dtype) whatever `backend` asks: `none` is the
+    # folder's own torch model, and there is no fp32 copy of its weights to load.
+    kwargs = {"dtype": torch.bfloat16} if written is Backend.bf16 else {}
+    model = SentenceTransformer(str(path), device="cpu", model_kwargs=kwargs)
     model.eval()
     if backend is Backend.torch_int8:
         # Dynamic quantization is a function of the fp32 weights alone: every load gives the

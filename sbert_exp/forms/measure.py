@@ -9,7 +9,8 @@ from pathlib import Path
 from sbert_exp.evaluation.languages import language_scores
 from sbert_exp.evaluation.sts import sts_scores
 from sbert_exp.forms.timing import best_encode_seconds
-from sbert_exp.model.modeling import disk_mb
+from sbert_exp.model.modeling import disk_mb, layers_view
+from sbert_exp.model.precision import in_precision
 
 
 def scores(model, sts_pairs, language_sets: Sequence = (), teacher: Mapping | None = None,
@@ -18,6 +19,15 @@ def scores(model, sts_pairs, language_sets: Sequence = (), teacher: Mapping | No
     found = {f"sts_test/{k}": v for k, v in sts_scores(model, sts_pairs, batch_size).items()}
     found.update(language_scores(model, language_sets, teacher or {}, batch_size))
     return found
+
+
+def view_scores(model, layers: Sequence[int], sts_pairs, batch_size: int = 64,
+                precision: str = "fp32") -> dict[str, float]:
+    """`scores` on STS test of `model` with only `layers` (a view: the model is left whole),
+    encoded in `precision` (fp32, or bf16: a copy of the weights in bf16)."""
+    served = in_precision(model, precision)
+    with layers_view(served, list(layers)):
+        return {f"sts_test/{k}": v for k, v in sts_scores(served, sts_pairs, batch_size).items()}
 
 
 def speed(model, unpruned, sentences: list[str], batch_size: int,

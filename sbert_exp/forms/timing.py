@@ -4,11 +4,12 @@ counts. The one timing loop of the package; jobs, references and the benchmarks 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from sbert_exp.model.modeling import layers, layers_view
+from sbert_exp.model.precision import in_precision
 
 
 def best_of(rounds: int, variants: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -37,19 +38,25 @@ def _encoder(model, sentences: list[str], batch_size: int) -> Callable[[], objec
 
 
 def time_views(model, views: dict[str, Sequence[int]], sentences: list[str], batch_size: int,
-               rounds: int, also: dict[str, Callable[[], object]] | None = None
-               ) -> dict[str, float]:
+               rounds: int, also: dict[str, Callable[[], object]] | None = None,
+               precisions: Mapping[str, str] | None = None) -> dict[str, float]:
     """Best encode time of the model with each set of kept layers (`views`: name -> indices,
-    each a view of the same weights), alternated with any other callables in `also`."""
-    encode = _encoder(model, sentences, batch_size)
+    each a view of the same weights), each in its precision (`precisions`: name -> fp32 or
+    bf16, a copy of the weights in that dtype; fp32 for a view not named), alternated with any
+    other callables in `also`."""
+    wanted = {name: (precisions or {}).get(name, "fp32") for name in views}
+    copies = {p: in_precision(model, p) for p in set(wanted.values())}
 
-    def view(idx: list[int]) -> Callable[[], None]:
+    def view(name: str, idx: list[int]) -> Callable[[], None]:
+        served = copies[wanted[name]]
+        encode = _encoder(served, sentences, batch_size)
+
         def run() -> None:
-            with layers_view(model, idx):
+            with layers_view(served, idx):
                 encode()
         return run
 
-    return best_of(rounds, {**{name: view(list(idx)) for name, idx in views.items()},
+    return best_of(rounds, {**{name: view(name, list(idx)) for name, idx in views.items()},
                             **(also or {})})
 
 

@@ -20,6 +20,7 @@ from sbert_exp.errors import ConfigError
 from sbert_exp.forms import export, vocab
 from sbert_exp.job.fingerprint import Fingerprint, fingerprint
 from sbert_exp.model import modeling
+from sbert_exp.model.precision import precision
 from sbert_exp.pruning.rules import PruningError, kept_layers
 from sbert_exp.pruning.strategies import Evidence, evidence
 
@@ -139,6 +140,7 @@ class Checked:
 
     kept: list[int] | None  # None: a scored strategy chooses them once the model is loaded
     device: str
+    precision: str  # fp32, bf16 or fp16: cfg.precision on this device (modeling.precision)
     model_path: str
     data: JobData
     fingerprint: Fingerprint
@@ -154,10 +156,11 @@ def check(cfg: TrainConfig) -> Checked:
     kept = plan(cfg)
     refs = references.plan(cfg)
     device = modeling.resolve_device(cfg.device)
+    chosen = precision(device, cfg.precision)
     model_path = modeling.locate(cfg.base_model)
     modeling.check_depth(cfg.base_model, model_path)
     if cfg.vocab.name is VocabKind.corpus:
         vocab.check_files(Path(model_path))
     data = load_data(cfg)
-    return Checked(kept=kept, device=device, model_path=model_path, data=data,
+    return Checked(kept=kept, device=device, precision=chosen, model_path=model_path, data=data,
                    fingerprint=fingerprint(cfg, kept, device, model_path), references=refs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from sbert_exp.config.schema import SplitConfig, TrainConfig
 from sbert_exp.data import languages
 from sbert_exp.data.digests import file_digest, model_digest, split_digest
-from sbert_exp.model.modeling import precision
+from sbert_exp.model.precision import precision
 from sbert_exp.utils.versions import versions
 
 
@@ -39,7 +39,10 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     The kept layers stand for keep/strategy/layers, so keep=all is one key for every strategy;
     tracking, saving and `force` do not change results and are left out.
     """
-    parts = {"device": device.split(":")[0], "precision": precision(device)}
+    parts = {"device": device.split(":")[0], "precision": precision(device, cfg.precision)}
+    # A GPU job's forms are measured on the CPU, in the CPU's precision (job.steps.derived_forms).
+    if precision("cpu", cfg.precision) != parts["precision"]:
+        parts["precision.cpu"] = precision("cpu", cfg.precision)
     parts.update({f"version.{name}": v for name, v in versions().items()})
     parts["model"] = model_digest(cfg.base_model, model_path)
     for name, split in read_splits(cfg).items():

@@ -21,6 +21,7 @@ from sbert_exp.tracking.runs import Tracker
 from sbert_exp.tracking.tags import (
     CONFIG_KEY_TAG,
     JOB_TAG,
+    LOGGED_BF16_TAG,
     LOGGED_EXPORT_TAG,
     LOGGED_MODEL_TAG,
     MODEL_DIR_TAG,
@@ -101,7 +102,8 @@ def _run(cfg: TrainConfig, checked: Checked, tracker: Tracker, output_dir: Path,
                 reuse_tags[MODEL_DIR_TAG] = str(model.resolve())
             # The same models: the report can register them from here.
             reuse_tags.update({tag: uri for tag, uri in ((LOGGED_MODEL_TAG, origin.logged_model),
-                                                         (LOGGED_EXPORT_TAG, origin.logged_export))
+                                                         (LOGGED_EXPORT_TAG, origin.logged_export),
+                                                         (LOGGED_BF16_TAG, origin.logged_bf16))
                                if uri})
             with tracker.run(run_name, tags=reuse_tags, parent_run_id=parent_run_id) as run:
                 run.log_params({"pruning.kept_layers": origin.kept_layers or "", **params})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sbert_exp import evaluation, forms, selection
@@ -25,9 +26,10 @@ from sbert_exp.forms.card import Card, describe
 from sbert_exp.job.checks import Checked
 from sbert_exp.job.fingerprint import Fingerprint, read_splits
 from sbert_exp.model import modeling
+from sbert_exp.model.precision import describe_precision, precision
 from sbert_exp.pruning.strategies import STRATEGIES
 from sbert_exp.tracking.runs import Run
-from sbert_exp.tracking.tags import LOGGED_EXPORT_TAG, MODEL_DIR_TAG
+from sbert_exp.tracking.tags import LOGGED_BF16_TAG, LOGGED_EXPORT_TAG, MODEL_DIR_TAG
 from sbert_exp.training import stages as training
 from sbert_exp.training import teacher
 from sbert_exp.utils.atomic import write_text
@@ -65,13 +67,33 @@ def datasets_of(cfg: TrainConfig, fp: Fingerprint) -> list[tuple[str, str, str, 
     return found
 
 
+@dataclass(frozen=True)
+class Derived:
+    """A form built from the job's saved model: its backend, the prefix of its metrics and the
+    tag of its logged model."""
+    backend: ExportBackend
+    prefix: str
+    tag: str
+
+
+def derived_forms(cfg: TrainConfig) -> list[Derived]:
+    """The export asked for (`export/...`), and the bf16 form (`bf16/...`) where the CPU, which
+    serves them, computes in bf16 (`precision`: auto on a CPU with bf16 arithmetic, or bf16)."""
+    found = [] if cfg.export is ExportBackend.none else [
+        Derived(cfg.export, "export", LOGGED_EXPORT_TAG)]
+    if precision("cpu", cfg.precision) == "bf16" and cfg.export is not ExportBackend.bf16:
+        found.append(Derived(ExportBackend.bf16, "bf16", LOGGED_BF16_TAG))
+    return found
+
+
 def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
-                     batch_size: int, lang_teacher: dict, run: Run) -> dict[str, float]:
-    """Export the saved model, then measure the export (`forms.measure`: STS test, the language
-    sets, speed against the unpruned fp32 base, size), on the CPU, where ONNX Runtime and
-    torch's int8 kernels run. With tracking.log_model, the export is a logged model too."""
+                     batch_size: int, lang_teacher: dict, run: Run,
+                     form: Derived) -> dict[str, float]:
+    """Build `form` from the saved model, then measure it (`forms.measure`: STS test, the
+    language sets, speed against the unpruned fp32 base, size), on the CPU, where ONNX Runtime
+    and torch's int8 and bf16 kernels run. With tracking.log_model, it is a logged model too."""
     started = time.perf_counter()
-    folder = forms.export_saved(output_dir / "model", cfg.export)
+    folder = forms.export_saved(output_dir / "model", form.backend)
     seconds = time.perf_counter() - started
     unpruned = (forms.load_unpruned(cfg.base_model, checked.model_path)
                 if cfg.eval.speed_rounds else None)
@@ -80,11 +102,12 @@ def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data:
                           language_sets=data.languages, teacher=lang_teacher,
                           batch_size=batch_size, rounds=cfg.eval.speed_rounds)
     # A job's own names for its export: export/<score>, export/<speed or size figure>.
-    metrics = {f"export/{k.split('/', 1)[1] if k.startswith(('speed/', 'model/')) else k}": v
+    p = form.prefix
+    metrics = {f"{p}/{k.split('/', 1)[1] if k.startswith(('speed/', 'model/')) else k}": v
                for k, v in found.items()}
-    metrics["export/seconds"] = seconds
+    metrics[f"{p}/seconds"] = seconds
     if cfg.tracking.log_model:
-        run.log_folder_model(folder, folder.name, metrics, LOGGED_EXPORT_TAG)
+        run.log_folder_model(folder, folder.name, metrics, form.tag)
     return metrics
 
 
@@ -133,6 +156,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     bs = eval_batch_size(cfg.eval.batch_size, device)
     set_seed(cfg.seed)
     record = Recorder(run)
+    log.info(describe_precision(device, cfg.precision, checked.precision))
 
     # 2. Load the base model; choose its layers by their scores if the strategy says so.
     model = modeling.load_base(cfg.base_model, device, checked.model_path, cfg.seed)
@@ -156,15 +180,15 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     # 3. Prune in place; trim the vocabulary and freeze the embeddings if asked.
     _prune(cfg, data, model, kept, record)
     # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
-    _stages(cfg, data, model, targets, lang_teacher, bs, run, record)
+    _stages(cfg, data, model, targets, lang_teacher, bs, run, record, checked.precision)
     # 5. Save the pruned, fine-tuned model and the metrics.
     if cfg.save_model:
         describe(model, _card(cfg, kept, record.metrics), output_dir)
         forms.save(model, output_dir / "model")
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
-        if cfg.export is not ExportBackend.none:
-            record(export_and_score(cfg, checked, output_dir, data, bs, lang_teacher, run))
+        for form in derived_forms(cfg):
+            record(export_and_score(cfg, checked, output_dir, data, bs, lang_teacher, run, form))
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json",
                json.dumps(record.metrics, indent=2, sort_keys=True))
@@ -240,7 +264,7 @@ def _prune(cfg: TrainConfig, data: JobData, model, kept: list[int], record: Reco
 
 
 def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict, bs: int,
-            run: Run, record: Recorder) -> None:
+            run: Run, record: Recorder, precision: str) -> None:
     """The stages in a fixed order, NLI, distillation, STS, each evaluated after it (with
     eval.every_stage=false only after the last); each evaluation has its own step: 0 before
     training, 1 after NLI, 2 after distillation, 3 after STS."""
@@ -260,7 +284,8 @@ def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict,
         eval_sts("before", 0)
     if nli is not None:
         classifier, result = training.train_nli(model, data.nli_train, nli,
-                                                cfg.dataset.num_labels, cfg.seed, run.log_metrics)
+                                                cfg.dataset.num_labels, cfg.seed, run.log_metrics,
+                                                precision)
         record(result.metrics("nli"))
         if data.nli_test is not None:
             acc = evaluation.nli_accuracy(model, classifier, data.nli_test, bs)
@@ -269,11 +294,12 @@ def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict,
             eval_sts("after_nli", 1)
     if distill is not None:
         result = training.train_distill(model, data.distill, targets, distill, cfg.seed,
-                                        run.log_metrics)
+                                        run.log_metrics, precision)
         record(result.metrics("distill"))
         if every or sts is None:
             eval_sts("after_distill", 2)
     if sts is not None:
-        result = training.train_sts(model, data.sts_train, sts, cfg.seed, run.log_metrics)
+        result = training.train_sts(model, data.sts_train, sts, cfg.seed, run.log_metrics,
+                                    precision)
         record(result.metrics("sts"))
         eval_sts("after_sts", 3)

@@ -30,13 +30,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def precision(device: str) -> str:
-    """The arithmetic training runs in: float32 on CPU; bf16 where the GPU has it, else fp16."""
-    if not device.startswith("cuda"):
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 def locate(base: BaseModelConfig) -> str:
     """A local directory (embedded, local) or a Hub id already in the local cache."""
     if base.source is Source.embedded:

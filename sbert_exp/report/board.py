@@ -50,9 +50,10 @@ def candidates(df: pd.DataFrame, metric: str = STS,
     (`reference_runs`), whose `form` is the reference's name.
 
     Each row gives its saved model (`form` "model": `sts_final`, `speedup`, `disk_mb`, or the fp32
-    parameter size `size_mb` where the job saved no model, `mb_from` "params") and, where the job
-    exported it, the export right after it (`form` the backend: `export_sts`, `export_speedup`,
-    `export_disk_mb`, the folder model_<backend> beside the model's).
+    parameter size `size_mb` where the job saved no model, `mb_from` "params") and, right after
+    it, each form the job built from it (`DERIVED`): its export (`form` the backend:
+    `export_sts`, `export_speedup`, `export_disk_mb`, the folder model_<backend> beside the
+    model's) and its bf16 form (`bf16_sts`, ..., the folder model_bf16).
     """
     df = df.reset_index(drop=True)
     disk, sizes = _num(df, "disk_mb"), _num(df, "size_mb")
@@ -60,7 +61,7 @@ def candidates(df: pd.DataFrame, metric: str = STS,
         disk.notna() | sizes.notna(), None)
     saved = df[SHIP_COLUMNS].assign(
         form="model", sts=_num(df, "sts_final"), speed=_num(df, "speedup"),
-        mb=disk.fillna(sizes), mb_from=mb_from, model_dir=df.model_dir, _o=2 * df.index)
+        mb=disk.fillna(sizes), mb_from=mb_from, model_dir=df.model_dir, _o=SLOTS * df.index)
     langs = language_metrics(df)
     if metric != STS and metric not in langs:
         raise UserError(f"--metric {metric}: no run of the sweep logged it: choose {STS}"
@@ -71,7 +72,7 @@ def candidates(df: pd.DataFrame, metric: str = STS,
         _num(df, f"base_model/{metric}") if f"base_model/{metric}" in df else nan)
     levels = {"score_base": base, "base_mb": _num(df, "base_disk_mb")}
     parts = [saved.assign(**levels, **{m: _num(df, m) for m in langs})]
-    parts += _exports(df, levels, langs)
+    parts += _derived(df, levels, langs)
     # The base model as it is, once per base: what a user has without pruning (speedup 1 by
     # definition; its size, the folder it loads from), on the same board.
     first = df[_num(df, "base_sts").notna()].drop_duplicates("base")
@@ -98,23 +99,34 @@ def _num(df: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(df[column])
 
 
-def _exports(df: pd.DataFrame, levels: dict[str, pd.Series], langs: list[str]
+# The forms a job builds from its saved model (job.steps.derived_forms), by the prefix of their
+# metrics and columns; each sits right after its saved model, in this order.
+DERIVED = ("export", "bf16")
+SLOTS = 1 + len(DERIVED)  # board rows a job can give
+
+
+def _derived(df: pd.DataFrame, levels: dict[str, pd.Series], langs: list[str]
              ) -> list[pd.DataFrame]:
-    """The exports of the rows that have one, each right after its saved model."""
-    exported = _num(df, "export_sts").notna() | _num(df, "export_disk_mb").notna()
-    if not exported.any():
-        return []
-    e = df[exported]
-    folders = [str(Path(d).parent / f"model_{form}") if isinstance(d, str) else None
-               for d, form in zip(e.model_dir, e.export, strict=True)]
-    return [e[SHIP_COLUMNS].assign(
-        form=e.export, sts=_num(df, "export_sts")[exported],
-        speed=_num(df, "export_speedup")[exported], mb=_num(df, "export_disk_mb")[exported],
-        mb_from="disk", model_dir=folders, _o=2 * e.index + 1,
-        logged_model=e.logged_export if "logged_export" in e else None,
-        **{k: v[exported] for k, v in levels.items()},
-        **{m: (_num(df, f"export/{m}")[exported] if f"export/{m}" in df else float("nan"))
-           for m in langs})]
+    """The forms built from the rows' saved models, each right after its saved model."""
+    parts = []
+    for slot, prefix in enumerate(DERIVED, start=1):
+        built = _num(df, f"{prefix}_sts").notna() | _num(df, f"{prefix}_disk_mb").notna()
+        if not built.any():
+            continue
+        e = df[built]
+        names = e.export if prefix == "export" else pd.Series(prefix, index=e.index)
+        folders = [str(Path(d).parent / f"model_{form}") if isinstance(d, str) else None
+                   for d, form in zip(e.model_dir, names, strict=True)]
+        logged = f"logged_{prefix}"
+        parts.append(e[SHIP_COLUMNS].assign(
+            form=names, sts=_num(df, f"{prefix}_sts")[built],
+            speed=_num(df, f"{prefix}_speedup")[built], mb=_num(df, f"{prefix}_disk_mb")[built],
+            mb_from="disk", model_dir=folders, _o=SLOTS * e.index + slot,
+            logged_model=e[logged] if logged in e else None,
+            **{k: v[built] for k, v in levels.items()},
+            **{m: (_num(df, f"{prefix}/{m}")[built] if f"{prefix}/{m}" in df else float("nan"))
+               for m in langs}))
+    return parts
 
 
 def _as_is(df: pd.DataFrame, first: pd.DataFrame, levels: dict[str, pd.Series],
@@ -126,7 +138,7 @@ def _as_is(df: pd.DataFrame, first: pd.DataFrame, levels: dict[str, pd.Series],
         kept_layers=[" ".join(map(str, range(d))) for d in first.depth], phase="none",
         vocab_size=float("nan"), run_id=None, logged_model=None,
         sts=_num(df, "base_sts")[at], speed=1.0, mb=levels["base_mb"][at], mb_from="disk",
-        model_dir=None, _o=2 * len(df) + at, **{k: v[at] for k, v in levels.items()},
+        model_dir=None, _o=SLOTS * len(df) + at, **{k: v[at] for k, v in levels.items()},
         **{m: (_num(df, f"base_model/{m}")[at] if f"base_model/{m}" in df else float("nan"))
            for m in langs})
 
@@ -146,7 +158,7 @@ def _reference_rows(refs: pd.DataFrame | None, first: pd.DataFrame, jobs: int,
             "base_sts": first.base_sts[j], "run_id": r.run_id, "logged_model": None,
             "form": r["name"], "ref_form": r.ref_form, "label": r.label, "sts": r.sts,
             "speed": r.speed, "mb": r.mb, "mb_from": "disk", "model_dir": r.model_dir,
-            "_o": 4 * jobs + i, **{k: v[j] for k, v in levels.items()},
+            "_o": 2 * SLOTS * jobs + i, **{k: v[j] for k, v in levels.items()},
             **{m: r.get(m, float("nan")) for m in langs}})
     return rows
 
@@ -279,6 +291,18 @@ def describe(row: pd.Series) -> str:
     if row.init != "pretrained":
         text += f" ({row.init} init)"
     return text if row.form == "model" else f"{text} as {row.form}"
+
+
+# The arithmetic each form encodes in: a job's form, or a reference's (`ref_form`).
+SERVED_IN = {"model": "fp32", AS_IS: "fp32", "onnx": "fp32", "onnx_int8": "int8",
+             "torch_int8": "int8", "bf16": "bf16", "int8": "int8", "trimmed": "fp32",
+             "trimmed_int8": "int8", "static": "fp32", "peer": "fp32"}
+
+
+def served_in(row: pd.Series) -> str:
+    """fp32, bf16 or int8: the precision a candidate is served in, as it was measured."""
+    form = row.ref_form if isinstance(row.get("ref_form"), str) else row.form
+    return SERVED_IN.get(form, "fp32")
 
 
 def figures(row: pd.Series) -> str:

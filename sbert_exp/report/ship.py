@@ -17,6 +17,7 @@ from sbert_exp.report.board import (
     fmt,
     is_reference,
     metric_label,
+    served_in,
 )
 from sbert_exp.report.table import language_metrics, short
 from sbert_exp.tracking.registry import REGISTRY_ALIAS
@@ -37,7 +38,8 @@ def recommendation_line(row: pd.Series, budget: Budget,
         form = AS_IS if row.form == AS_IS else row.ref_form
         advice = ADVICE[form].format(base=row.base, peer=row.form)
         folder = f"; model folder {row.model_dir}" if isinstance(row.model_dir, str) else ""
-        return (f"recommended ({within}): {describe(row)}: {figures(row)}; no model the sweep "
+        return (f"recommended ({within}): {describe(row)}, served in {served_in(row)}: "
+                f"{figures(row)}; no model the sweep "
                 f"trained scores higher{' within the budget' if budget.flags() else ''}: "
                 f"{advice}{folder}")
     if registered is not None:
@@ -45,7 +47,8 @@ def recommendation_line(row: pd.Series, budget: Budget,
         registry = f"registered it as {name} version {version}, alias {REGISTRY_ALIAS}"
     else:
         registry = "(no logged model: run with tracking.log_model=true to register it)"
-    return f"recommended ({within}): {describe(row)}: {figures(row)}{pct}; {folder}; {registry}"
+    return (f"recommended ({within}): {describe(row)}, served in {served_in(row)}: "
+            f"{figures(row)}{pct}; {folder}; {registry}")
 
 
 def recommendation_record(row: pd.Series, budget: Budget,
@@ -72,11 +75,11 @@ def ship_markdown(df: pd.DataFrame, front: pd.Series, line: str,
     lines = ["## Which model to ship", "",
              "The Pareto front: the models that no other model of the sweep matches or beats "
              f"on {metric_label(df)} (higher), encode speedup (higher) and size (lower) while "
-             "beating it on "
-             "one. Each config offers its saved model and, where the job exported it, the "
-             "export (form); speedup is against the unpruned model (an export's is timed on "
-             "CPU); disk MB is the saved folder, or the fp32 parameters (params) where the job "
-             "saved no model.", "",
+             "beating it on one. Each config offers its saved model and the forms the job "
+             "built from it: its export, and its bf16 form where the CPU computes in bf16 "
+             "(form); speedup is against the unpruned fp32 model (a form's is timed on CPU); "
+             "disk MB is the saved folder, or the fp32 parameters (params) where the job saved "
+             "no model.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df[front].iterrows():
         strategy = r.strategy if r.init == "pretrained" else f"{r.strategy} ({r.init} init)"

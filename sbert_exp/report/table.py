@@ -14,6 +14,7 @@ from sbert_exp.references import REFERENCE_TAG
 from sbert_exp.report.style import LABELS
 from sbert_exp.tracking.tags import (
     CONFIG_KEY_TAG,
+    LOGGED_BF16_TAG,
     LOGGED_EXPORT_TAG,
     LOGGED_MODEL_TAG,
     MODEL_DIR_TAG,
@@ -40,15 +41,18 @@ COLUMNS = {  # report column -> MLflow metric
     "export_sts": "export/sts_test/spearman_cosine",
     "export_speedup": "export/speedup_vs_unpruned",
     "export_disk_mb": "export/disk_mb",
+    "bf16_sts": "bf16/sts_test/spearman_cosine",  # the bf16 form (job.steps.derived_forms)
+    "bf16_speedup": "bf16/speedup_vs_unpruned",
+    "bf16_disk_mb": "bf16/disk_mb",
 }
 
 
 # The language sets' metrics (sbert_exp.data.languages) are columns of their own, named as logged:
-# bitext/<set>/accuracy, agreement/<set>/spearman, with base_model/ and export/ variants.
+# bitext/<set>/accuracy, agreement/<set>/spearman, with base_model/, export/ and bf16/ variants.
 LANGUAGE_PREFIXES = ("bitext/", "agreement/")
 
 
-LANGUAGE_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", "export/")
+LANGUAGE_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", "export/", "bf16/")
                          for p in LANGUAGE_PREFIXES)
 
 
@@ -118,7 +122,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
         row.update(unpruned_sts=score, unpruned_run=reference)
         row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
                    logged_model=run["tags"].get(LOGGED_MODEL_TAG),
-                   logged_export=run["tags"].get(LOGGED_EXPORT_TAG), run_id=run["run_id"])
+                   logged_export=run["tags"].get(LOGGED_EXPORT_TAG),
+                   logged_bf16=run["tags"].get(LOGGED_BF16_TAG), run_id=run["run_id"])
         rows.append(row)
     if not rows:
         raise UserError("the sweep has no finished job runs to report on")

@@ -19,6 +19,7 @@ class FinishedRun:
     kept_layers: str | None = None  # its `pruning.kept_layers` param
     logged_model: str | None = None  # the URI of the model it logged (tracking.log_model=true)
     logged_export: str | None = None  # and of its export's logged model
+    logged_bf16: str | None = None  # and of its bf16 form's
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:

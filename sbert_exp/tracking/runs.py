@@ -28,6 +28,7 @@ from sbert_exp.tracking.tags import (
     EXPERIMENT_KIND_TAG,
     HOST_TAG,
     JOB_TAG,
+    LOGGED_BF16_TAG,
     LOGGED_EXPORT_TAG,
     LOGGED_MODEL_TAG,
     MAX_PARAM_CHARS,
@@ -265,4 +266,5 @@ class Tracker:
                             model_dir=r.data.tags.get(MODEL_DIR_TAG),
                             kept_layers=r.data.params.get("pruning.kept_layers"),
                             logged_model=r.data.tags.get(LOGGED_MODEL_TAG),
-                            logged_export=r.data.tags.get(LOGGED_EXPORT_TAG)) for r in runs]
+                            logged_export=r.data.tags.get(LOGGED_EXPORT_TAG),
+                            logged_bf16=r.data.tags.get(LOGGED_BF16_TAG)) for r in runs]

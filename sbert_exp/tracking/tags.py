@@ -25,6 +25,7 @@ MODEL_DIR_TAG = "sbert_exp.model_dir"  # where the job saved its model
 
 LOGGED_MODEL_TAG = "sbert_exp.logged_model"  # tracking.log_model=true: the logged model's URI
 LOGGED_EXPORT_TAG = "sbert_exp.logged_export"  # and its export's (models:/<model id>)
+LOGGED_BF16_TAG = "sbert_exp.logged_bf16"  # and its bf16 form's
 
 
 # MLflow's experiment kind: model training, not GenAI (the UI's kind selector writes this tag).

@@ -13,7 +13,7 @@ from datasets import Dataset
 from torch import nn
 
 from sbert_exp.config.schema import DistillConfig, StageConfig, StsLoss, StsStageConfig
-from sbert_exp.model.modeling import default_prompt, precision
+from sbert_exp.model.modeling import default_prompt
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,14 @@ def _progress(name: str, on_log: OnLog, batch_size: int):
 
 
 def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillConfig,
-           seed: int, name: str = "", on_log: OnLog | None = None) -> StageResult:
+           seed: int, name: str = "", on_log: OnLog | None = None,
+           precision: str = "fp32") -> StageResult:
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
 
     on_cuda = str(model.device).startswith("cuda")
-    mixed = precision(str(model.device))
     with tempfile.TemporaryDirectory(prefix="sbert_exp-trainer-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
@@ -96,9 +96,10 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillC
             logging_strategy="steps",
             logging_steps=50,
             dataloader_pin_memory=on_cuda,
-            # Mixed precision on a GPU: bf16 where supported, else fp16 with loss scaling.
-            bf16=mixed == "bf16",
-            fp16=mixed == "fp16",
+            # Mixed precision (model.precision): autocast, with the weights and the
+            # optimizer's state in fp32; fp16 (GPUs without bf16) with loss scaling.
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
             use_cpu=not on_cuda,
         )
         callbacks = [] if on_log is None else [_progress(name, on_log, stage.batch_size)]
@@ -112,19 +113,20 @@ def _train(model, loss: nn.Module, pairs: Dataset, stage: StageConfig | DistillC
 
 
 def train_nli(model, pairs: Dataset, stage: StageConfig, num_labels: int,
-              seed: int, on_log: OnLog | None = None) -> tuple[nn.Linear, StageResult]:
+              seed: int, on_log: OnLog | None = None,
+              precision: str = "fp32") -> tuple[nn.Linear, StageResult]:
     """SoftmaxLoss over (u, v, |u - v|), as in SBERT; returns the trained classifier head."""
     from sentence_transformers.sentence_transformer.losses import SoftmaxLoss
 
     torch.manual_seed(seed)  # the classifier head is initialised here
     loss = SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(),
                        num_labels=num_labels)
-    result = _train(model, loss, pairs, stage, seed, "nli", on_log)
+    result = _train(model, loss, pairs, stage, seed, "nli", on_log, precision)
     return loss.classifier, result
 
 
 def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int,
-              on_log: OnLog | None = None) -> StageResult:
+              on_log: OnLog | None = None, precision: str = "fp32") -> StageResult:
     """The stage's loss on gold scores already scaled to 0..1: CosineSimilarityLoss (SBERT's
     regression of the cosine onto the score) or CoSENTLoss (only the order of the pairs'
     cosines counts, which leaves a sentence-tuned model's cosine scale alone)."""
@@ -134,11 +136,12 @@ def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int,
     )
 
     loss = CoSENTLoss(model) if stage.loss is StsLoss.cosent else CosineSimilarityLoss(model)
-    return _train(model, loss, pairs, stage, seed, "sts", on_log)
+    return _train(model, loss, pairs, stage, seed, "sts", on_log, precision)
 
 
 def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: DistillConfig,
-                  seed: int, on_log: OnLog | None = None) -> StageResult:
+                  seed: int, on_log: OnLog | None = None,
+                  precision: str = "fp32") -> StageResult:
     """MSELoss between the student's embeddings of `sentences` and `targets`, the teacher's
     embeddings of the same sentences (sentence-transformers' layer-reduction distillation)."""
     from sentence_transformers.sentence_transformer.losses import MSELoss
@@ -148,4 +151,4 @@ def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: D
     # From the array itself: a list of Python floats would hold 150,000 x 384 objects.
     data = Dataset.from_dict({"sentence": list(sentences),
                               "label": np.asarray(targets, dtype=np.float32)})
-    return _train(model, MSELoss(model), data, stage, seed, "distill", on_log)
+    return _train(model, MSELoss(model), data, stage, seed, "distill", on_log, precision)
