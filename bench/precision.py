@@ -4,9 +4,10 @@
 
 One process loads e5_small and encodes the STSb test sentences with each kept-layer view (the
 middle strategy's layers) in fp32 and in bf16 (a copy of the weights in bf16, as the bf16 form
-holds them), alternating within each round; the best round counts. Each view and precision is also scored on STSb test. Then a keep-6 student
-(embeddings frozen) runs the job's own distillation stage on the same sentences and targets in
-fp32 and in bf16 (autocast, fp32 weights and optimizer state), alternating.
+holds them), alternating within each round; the best round counts. Each view and precision
+is also scored on STSb test. Then a keep-6 student (embeddings frozen) runs the job's own
+distillation stage on the same sentences and targets in fp32 and in bf16 (autocast, fp32
+weights and optimizer state), alternating.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ what freezing the embeddings saves.
 
 Each job is a separate `python -m sbert_exp.train` process on e5_small (top layers removed,
 NLI then STS, batch 16), evaluated once at the end (eval.every_stage=false, no speed timing,
-no NLI test, model not saved); peak memory is the process's maximum resident set size.
+no NLI test, model not saved), in fp32 (bench/precision.py compares bf16); peak memory is the
+process's maximum resident set size.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from common import OUT, ROOT, machine, publish
 def run_job(overrides: list[str], folder) -> dict:
     command = [sys.executable, "-m", "sbert_exp.train", *overrides, "eval.every_stage=false",
                "eval.speed_rounds=0", "dataset.nli_test=null", "save_model=false", "force=true",
+               "precision=fp32",
                f"tracking.uri=sqlite:///{OUT / 'scaling' / 'mlflow.db'}",
                "tracking.experiment=scaling", f"hydra.run.dir={folder}"]
     start = time.perf_counter()

@@ -70,8 +70,10 @@ def test_block_influence_keeps_the_highest_scoring_layers_and_caches(tiny_bert, 
                           [_as_dict(run), _as_dict(run)], tmp_path / "charts")
     assert charts == [tmp_path / "charts" / "tiny_bert-pretrained-block_influence-keep3.png"]
     assert charts[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Another keep of the same model and calibration: the scores come from the cache.
-    _job([*overrides[:-2], "pruning.keep=5", "pruning.strategy=block_influence"], tmp_path / "b")
+    # Another keep of the same model and calibration, in another precision (layers are scored
+    # in fp32): the scores come from the cache.
+    _job([*overrides[:-2], "pruning.keep=5", "pruning.strategy=block_influence",
+          "precision=bf16"], tmp_path / "b")
     lines = [r.message for r in caplog.records if r.message.startswith("layer scores")]
     assert [("computed" in line, "cache" in line) for line in lines] == [(True, False),
                                                                          (False, True)]

@@ -120,8 +120,10 @@ def choose_layers(cfg: TrainConfig, checked: Checked, model, batch_size: int,
     calibration = data.calibration if data.calibration is not None else [
         f"{a}\t{b}\t{s}" for a, b, s in zip(data.sts_dev["sentence1"], data.sts_dev["sentence2"],
                                             data.sts_dev["score"], strict=True)]
-    # What the scores depend on: not the training data or phase, so one sweep scores once.
-    model_parts = {k: v for k, v in fp.parts.items() if not k.startswith("data.")}
+    # What the scores depend on: not the training data or phase, so one sweep scores once; nor
+    # the job's precision, since layers are scored in fp32.
+    model_parts = {k: v for k, v in fp.parts.items()
+                   if not k.startswith(("data.", "precision."))} | {"precision": "fp32"}
     key = selection.cache_key(model_parts, cfg.base_model.init.value, cfg.seed,
                               cfg.base_model.prefix, cfg.base_model.max_seq_length,
                               batch_size, calibration)
