@@ -35,7 +35,7 @@ class Init(StrEnum):
 
 
 class Precision(StrEnum):
-    """The arithmetic a job trains in and a model is served in (model.modeling.precision)."""
+    """The arithmetic a job trains in and a model is served in (sbert_exp.model.precision)."""
 
     auto = "auto"  # bf16 where the hardware has it (CPU: avx512_bf16 or amx_bf16), else fp32
     fp32 = "fp32"

@@ -140,7 +140,7 @@ class Checked:
 
     kept: list[int] | None  # None: a scored strategy chooses them once the model is loaded
     device: str
-    precision: str  # fp32, bf16 or fp16: cfg.precision on this device (modeling.precision)
+    precision: str  # fp32, bf16 or fp16: cfg.precision on this device (model.precision.precision)
     model_path: str
     data: JobData
     fingerprint: Fingerprint
