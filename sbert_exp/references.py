@@ -131,9 +131,11 @@ def key(ref: Reference, parts: dict[str, str], cfg: TrainConfig) -> str:
     """What a reference's figures depend on: the base model's and test sets' contents and the
     package versions (`parts`, the job's fingerprint parts), the evaluation settings, the form;
     for a trimmed one, the corpus; for a peer, the peer's files."""
-    wanted = ["device", "precision", "model", "data.sts_test"]
+    wanted = ["device", "model", "data.sts_test"]
     shared = {k: v for k, v in parts.items()
               if k in wanted or k.startswith(("version.", "data.language."))}
+    # A reference is measured in its own form's arithmetic, whatever the job trains in.
+    shared["precision"] = "fp32"
     about: dict[str, object] = {
         "reference": ref.name, "parts": shared,
         "base_model": {k: v for k, v in dataclasses.asdict(cfg.base_model).items()

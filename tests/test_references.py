@@ -68,6 +68,16 @@ def test_references_leave_the_jobs_key_alone(tiny_bert, tmp_path):
     assert check(cfg).fingerprint.key == plain
 
 
+def test_a_reference_is_the_same_whatever_the_job_trains_in(tiny_bert, tmp_path):
+    keys = []
+    for precision in ("fp32", "bf16"):
+        cfg, _ = compose([*tiny_overrides(tiny_bert, tmp_path), "references=[int8]",
+                          f"precision={precision}"])
+        checked = check(cfg)
+        keys.append(references.key(checked.references[0], checked.fingerprint.parts, cfg))
+    assert keys[0] == keys[1]
+
+
 # ------------------------------------------------------------------ a sweep with references
 
 
