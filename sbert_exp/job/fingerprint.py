@@ -41,8 +41,8 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
     """
     parts = {"device": device.split(":")[0], "precision": precision(device, cfg.precision)}
     # A GPU job's forms are measured on the CPU, in the CPU's precision (job.steps.derived_forms).
-    if precision("cpu", cfg.precision) != parts["precision"]:
-        parts["precision.cpu"] = precision("cpu", cfg.precision)
+    if (cpu := precision("cpu", cfg.precision)) != parts["precision"]:
+        parts["precision.cpu"] = cpu
     parts.update({f"version.{name}": v for name, v in versions().items()})
     parts["model"] = model_digest(cfg.base_model, model_path)
     for name, split in read_splits(cfg).items():

@@ -3,6 +3,7 @@ the request (`precision=auto|fp32|bf16`) and the hardware; the choice itself is 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from pathlib import Path
 
@@ -19,7 +20,9 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 SPEED_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8", "bf16", "i8mm")
 
 
+@functools.cache
 def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once a process: the CPU does not change under it."""
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -53,6 +56,11 @@ def parse_cpu_flags(text: str) -> frozenset[str]:
     return frozenset()
 
 
+def bf16_flags(flags: Collection[str]) -> list[str]:
+    """Those of the CPU's `flags` that mean bf16 arithmetic in hardware."""
+    return [f for f in CPU_BF16_FLAGS if f in flags]
+
+
 def choose_precision(requested: str, device: str, flags: Collection[str],
                      cuda_bf16: bool) -> str:
     """fp32, bf16 or fp16: `requested` (auto, fp32, bf16) on `device`, given the CPU's `flags`
@@ -69,12 +77,12 @@ def choose_precision(requested: str, device: str, flags: Collection[str],
         return "bf16"
     if on_cuda:
         return "bf16" if cuda_bf16 else "fp16"
-    return "bf16" if any(flag in flags for flag in CPU_BF16_FLAGS) else "fp32"
+    return "bf16" if bf16_flags(flags) else "fp32"
 
 
 def bf16_emulated(device: str, flags: Collection[str]) -> bool:
     """True on a CPU without bf16 arithmetic: bf16 there is converted from and to fp32."""
-    return not device.startswith("cuda") and not any(f in flags for f in CPU_BF16_FLAGS)
+    return not device.startswith("cuda") and not bf16_flags(flags)
 
 
 def precision(device: str, requested: str = "auto") -> str:
@@ -87,7 +95,7 @@ def precision(device: str, requested: str = "auto") -> str:
 def describe_precision(device: str, requested: str, chosen: str) -> str:
     """One line for the log: what was chosen, from what, and a warning when bf16 is emulated."""
     flags = cpu_flags()
-    found = " ".join(f for f in CPU_BF16_FLAGS if f in flags) or "none"
+    found = " ".join(bf16_flags(flags)) or "none"
     line = (f"precision {chosen} (precision={requested} on {device}"
             + (")" if device.startswith("cuda") else f"; CPU bf16 flags: {found})"))
     if chosen == "bf16" and bf16_emulated(device, flags):

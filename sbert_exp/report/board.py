@@ -11,7 +11,14 @@ import pandas as pd
 
 from sbert_exp.errors import UserError
 from sbert_exp.references import REFERENCE_TAG
-from sbert_exp.report.table import COLUMNS, LANGUAGE_PREFIXES, STS, language_metrics, short
+from sbert_exp.report.table import (
+    COLUMNS,
+    DERIVED,
+    LANGUAGE_PREFIXES,
+    STS,
+    language_metrics,
+    short,
+)
 from sbert_exp.tracking.tags import MODEL_DIR_TAG, REUSED_TAG
 
 AS_IS = "as_is"  # the form of the reference candidate: the base model as it is, no pruning
@@ -99,10 +106,7 @@ def _num(df: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(df[column])
 
 
-# The forms a job builds from its saved model (job.steps.derived_forms), by the prefix of their
-# metrics and columns; each sits right after its saved model, in this order.
-DERIVED = ("export", "bf16")
-SLOTS = 1 + len(DERIVED)  # board rows a job can give
+SLOTS = 1 + len(DERIVED)  # board rows a job can give: its saved model and its derived forms
 
 
 def _derived(df: pd.DataFrame, levels: dict[str, pd.Series], langs: list[str]

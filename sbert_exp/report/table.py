@@ -21,6 +21,12 @@ from sbert_exp.tracking.tags import (
     REUSED_TAG,
 )
 
+# The forms a job builds from its saved model (job.steps.derived_forms), by the prefix of their
+# metrics, with the tag of their logged model; on the board each sits right after its saved
+# model, in this order.
+DERIVED = {"export": LOGGED_EXPORT_TAG, "bf16": LOGGED_BF16_TAG}
+
+
 COLUMNS = {  # report column -> MLflow metric
     "params_total": "model/params_total",
     "params_embeddings": "model/params_embeddings",
@@ -38,21 +44,19 @@ COLUMNS = {  # report column -> MLflow metric
     "vocab_size": "model/vocab_size",
     "size_mb": "model/size_mb",  # the parameters and buffers as loaded (fp32), MiB
     "disk_mb": "model/disk_mb",  # the saved model folder, MiB
-    "export_sts": "export/sts_test/spearman_cosine",
-    "export_speedup": "export/speedup_vs_unpruned",
-    "export_disk_mb": "export/disk_mb",
-    "bf16_sts": "bf16/sts_test/spearman_cosine",  # the bf16 form (job.steps.derived_forms)
-    "bf16_speedup": "bf16/speedup_vs_unpruned",
-    "bf16_disk_mb": "bf16/disk_mb",
+    # Each derived form's: export_sts, export_speedup, export_disk_mb, bf16_sts, ...
+    **{f"{p}_{column}": f"{p}/{metric}" for p in DERIVED for column, metric in (
+        ("sts", "sts_test/spearman_cosine"), ("speedup", "speedup_vs_unpruned"),
+        ("disk_mb", "disk_mb"))},
 }
 
 
 # The language sets' metrics (sbert_exp.data.languages) are columns of their own, named as logged:
-# bitext/<set>/accuracy, agreement/<set>/spearman, with base_model/, export/ and bf16/ variants.
+# bitext/<set>/accuracy, agreement/<set>/spearman, with base_model/ and derived forms' variants.
 LANGUAGE_PREFIXES = ("bitext/", "agreement/")
 
 
-LANGUAGE_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", "export/", "bf16/")
+LANGUAGE_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", *(f"{d}/" for d in DERIVED))
                          for p in LANGUAGE_PREFIXES)
 
 
@@ -122,8 +126,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
         row.update(unpruned_sts=score, unpruned_run=reference)
         row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
                    logged_model=run["tags"].get(LOGGED_MODEL_TAG),
-                   logged_export=run["tags"].get(LOGGED_EXPORT_TAG),
-                   logged_bf16=run["tags"].get(LOGGED_BF16_TAG), run_id=run["run_id"])
+                   **{f"logged_{p}": run["tags"].get(tag) for p, tag in DERIVED.items()},
+                   run_id=run["run_id"])
         rows.append(row)
     if not rows:
         raise UserError("the sweep has no finished job runs to report on")
