@@ -23,6 +23,7 @@ BASE = "e5_small"
 KEEPS = (12, 6, 2)
 ENCODE_TARGET = 1.7  # bf16 over fp32, keep 12 and keep 6, on a CPU with bf16 arithmetic
 SCORE_TOLERANCE = 0.001  # bf16 STSb within this of fp32
+TRAIN_SENTENCES = 640  # the distillation stage's sentences: 10 steps of 64
 
 
 def encode_rows(model, cfg, sentences: list[str], rounds: int, batch_size: int) -> list[dict]:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=None, help="at most N sentences")
-    parser.add_argument("--train-sentences", type=int, default=640)
+    parser.add_argument("--train-sentences", type=int, default=TRAIN_SENTENCES)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "## fp32 against bf16",
         "",
         f"`python bench/precision.py --rounds {args.rounds}"
-        + (f" --sentences {args.sentences}" if args.sentences else "") + "`: "
+        + (f" --sentences {args.sentences}" if args.sentences else "")
+        + (f" --train-sentences {args.train_sentences}" if args.train_sentences != TRAIN_SENTENCES
+           else "") + "`: "
         f"{cfg.base_model.name}, {len(sentences):,} distinct STSb test sentences, batch "
         f"{args.batch_size}, the middle strategy's layers, best of {args.rounds} alternating "
         f"rounds after a warm-up; {machine()}. "
