@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from sbert_exp.data import languages
 from sbert_exp.data.digests import model_digest
 from sbert_exp.data.inputs import distinct_sentences, vocab_corpus
 from sbert_exp.errors import ConfigError
+from sbert_exp.evaluation import intervals
+from sbert_exp.evaluation.intervals import Sample
 from sbert_exp.forms import export
 from sbert_exp.model import modeling
 from sbert_exp.utils.cache import Cache
@@ -208,26 +211,31 @@ def ensure(ref: Reference, cfg: TrainConfig, checked, out: Path | None = None
 
 
 def measure(served, unpruned, data, lang_teacher: dict, cfg: TrainConfig, batch_size: int,
-            model_dir: Path, seconds: float) -> dict[str, float]:
+            model_dir: Path, seconds: float,
+            base: Mapping[str, Sample] | None = None) -> dict[str, float]:
     """The reference's metrics, named as a job's final ones (`forms.measure`: STSb, the
-    language sets, the speedup over the unpruned fp32 base, the size of the folder it loads
-    from), and the seconds it took to build."""
+    language sets, their intervals, the speedup over the unpruned fp32 base, the size of the
+    folder it loads from), the seconds it took to build, and with `base` (the base's samples),
+    each score's paired difference from the base as it is (vs_base/...)."""
     sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
-    metrics = forms.measure(served, model_dir, unpruned, data.sts_test, sentences,
-                            language_sets=data.languages, teacher=lang_teacher,
-                            batch_size=batch_size, rounds=cfg.eval.speed_rounds)
+    metrics, samples = forms.measure(served, model_dir, unpruned, data.sts_test, sentences,
+                                     language_sets=data.languages, teacher=lang_teacher,
+                                     batch_size=batch_size, rounds=cfg.eval.speed_rounds)
+    if base is not None:
+        metrics.update(intervals.versus(samples, base, intervals.VS_BASE))
     metrics["time/build_s"] = seconds
     return metrics
 
 
-def run(ref: Reference, cfg: TrainConfig, checked, batch_size: int,
-        lang_teacher: dict) -> tuple[dict[str, float], Path]:
-    """Build (or find, in the asset cache) and measure one reference on the CPU."""
+def run(ref: Reference, cfg: TrainConfig, checked, batch_size: int, lang_teacher: dict,
+        base: Mapping[str, Sample] | None = None) -> tuple[dict[str, float], Path]:
+    """Build (or find, in the asset cache) and measure one reference on the CPU (`base`: see
+    `measure`)."""
     served, model_dir, seconds = ensure(ref, cfg, checked)
     unpruned = (forms.load_unpruned(cfg.base_model, checked.model_path)
                 if cfg.eval.speed_rounds else None)
     metrics = measure(served, unpruned, checked.data, lang_teacher, cfg, batch_size, model_dir,
-                      seconds)
+                      seconds, base)
     log.info("reference %s: %s", ref.label(cfg.base_model.name),
              ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items()))
     return metrics, model_dir

@@ -254,3 +254,41 @@ def test_the_en_hi_bitext_score_of_e5_is_translation_evaluators():
     ours = evaluation.language_scores(model, [en_hi], {}, batch)["bitext/en-hi/accuracy"]
     assert ours == pytest.approx(_translation_evaluator(model, en_hi.first, en_hi.second, batch),
                                  abs=1 / (2 * len(en_hi.first)))
+
+
+# 3. Each score's sample: the per-item columns its interval is drawn from give the score itself.
+
+def test_the_sts_sample_is_the_evaluator_s_own_cosines(tiny_bert, sts_test):
+    """The sample's Spearman is the logged one (the evaluator's embeddings, its cosine), and
+    its interval holds it."""
+    from sbert_exp.evaluation import intervals
+
+    pairs = sts_test.select(range(300))
+    model = _load(tiny_bert, PREFIX)
+    scores, sample = evaluation.sts_evaluated(model, pairs, BATCH)
+    assert scores == _library_sts(model, pairs, BATCH)
+    assert sample.items == 300
+    assert sample.value() == pytest.approx(scores["spearman_cosine"], abs=1e-12)
+    low, high = intervals.interval(sample)
+    assert low < scores["spearman_cosine"] < high
+    # 300 pairs: a Spearman's 95% interval is about +-0.11 wide (1.96 / sqrt(297) in Fisher's z).
+    assert 0.12 < high - low < 0.35
+
+
+def test_a_language_set_s_sample_gives_its_score(tiny_bert, sts_test):
+    """Bitext: each pair retrieved or not, both ways; agreement: the model's and the teacher's
+    cosines of each pair. Both samples' values are the sets' scores."""
+    from sbert_exp.data.languages import Loaded
+
+    first, second = sts_test["sentence1"][:60], sts_test["sentence2"][:60]
+    model = _load(tiny_bert)
+    bitext = Loaded("sts", "bitext", Path("-"), first, second)
+    pairs = np.array([[i, (i * 7 + 3) % 60] for i in range(60)])
+    teacher = dict(zip(first, np.random.default_rng(0).normal(size=(60, 32)), strict=True))
+    agree = Loaded("sts", "agreement", Path("-"), first, pairs=pairs)
+    scores, samples = evaluation.language_evaluated(model, [bitext, agree], teacher, BATCH)
+    assert set(samples) == set(scores) == {"bitext/sts/accuracy", "agreement/sts/spearman"}
+    assert samples["bitext/sts/accuracy"].items == 60
+    assert samples["agreement/sts/spearman"].items == 60
+    for name, sample in samples.items():
+        assert sample.value() == pytest.approx(scores[name], abs=1e-12)

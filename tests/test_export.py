@@ -290,6 +290,17 @@ def test_a_job_builds_its_bf16_form_where_the_cpu_computes_in_bf16(tiny_bert, tm
         metrics["sts_test/spearman_cosine"], abs=0.02)
     assert 0.4 < metrics["bf16/disk_mb"] / metrics["model/disk_mb"] < 0.6
     assert metrics["bf16/speedup_vs_unpruned"] > 0 and "export/disk_mb" in metrics
+    # Each form's score with its interval, and its paired differences from the fp32 model it
+    # was built from and from the base as it is.
+    sts = "sts_test/spearman_cosine"
+    for form in ("bf16", "export"):
+        assert metrics[f"{form}/ci_low/{sts}"] < metrics[f"{form}/{sts}"] < metrics[
+            f"{form}/ci_high/{sts}"]
+        for against, level in (("vs_model", sts), ("vs_base", f"base_model/{sts}")):
+            diff = metrics[f"{form}/{against}/{sts}"]
+            assert diff == pytest.approx(metrics[f"{form}/{sts}"] - metrics[level], abs=1e-9)
+            assert metrics[f"{form}/{against}/ci_low/{sts}"] <= diff <= metrics[
+                f"{form}/{against}/ci_high/{sts}"]
     fp32 = _export_job(tiny_bert, tmp_path, "fp32", "precision=fp32")
     assert not any(k.startswith("bf16/") for k in fp32)
     assert not (tmp_path / "fp32" / "model_bf16").exists()

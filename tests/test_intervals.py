@@ -11,11 +11,14 @@ from sbert_exp.evaluation.intervals import (
     Difference,
     agreement_sample,
     bitext_sample,
+    bounds,
     draw_indices,
     interval,
+    logged_difference,
     paired,
     spearman_rows,
     sts_sample,
+    versus,
 )
 
 
@@ -100,3 +103,27 @@ def test_agreement_is_the_spearman_of_the_model_s_and_the_teacher_s_cosines():
 ])
 def test_a_difference_reads_in_one_line(diff, text):
     assert diff.words() == text
+
+
+def test_bounds_and_differences_are_named_after_their_metric_and_read_back():
+    gold, cos = _correlated(500, 0.8, seed=9)
+    rng = np.random.default_rng(10)
+    ours = {"sts_test/spearman_cosine": sts_sample(gold, cos),
+            "bitext/en-hi/accuracy": bitext_sample(rng.random(148) < 0.9, rng.random(148) < 0.9)}
+    base = {"sts_test/spearman_cosine": sts_sample(gold, cos + 0.3 * rng.standard_normal(500)),
+            "agreement/hi/spearman": agreement_sample(cos, gold)}
+    found = bounds(ours)
+    assert set(found) == {"ci_low/sts_test/spearman_cosine", "ci_high/sts_test/spearman_cosine",
+                          "ci_low/bitext/en-hi/accuracy", "ci_high/bitext/en-hi/accuracy"}
+    low, high = interval(ours["bitext/en-hi/accuracy"])
+    assert (found["ci_low/bitext/en-hi/accuracy"], found["ci_high/bitext/en-hi/accuracy"]) == (
+        low, high)
+    # Only the metrics both score are compared.
+    diff = versus(ours, base, "vs_base")
+    name = "sts_test/spearman_cosine"
+    assert set(diff) == {f"vs_base/{name}", f"vs_base/ci_low/{name}", f"vs_base/ci_high/{name}"}
+    expected = paired(ours[name], base[name])
+    assert logged_difference(diff, "vs_base", name) == expected
+    assert not expected.within_noise and expected.low > 0  # the noisier base is really worse
+    assert logged_difference(diff, "vs_model", name) is None
+    assert logged_difference({**diff, f"vs_base/{name}": float("nan")}, "vs_base", name) is None

@@ -305,7 +305,8 @@ def test_pareto_front(rows, front):
 
 
 def _job(run_id: str, strategy: str, kept: str, sts: float, speedup: float,
-         tags: dict[str, str] | None = None, export: str = "none", **metrics: float) -> dict:
+         tags: dict[str, str] | None = None, export: str = "none",
+         logged: dict[str, float] | None = None, **metrics: float) -> dict:
     """A finished job run of base `m` (4 layers, phase sts) as child_runs returns it."""
     params = {"base_model.name": "m", "base_model.num_layers": "4",
               "pruning.strategy": strategy, "pruning.kept_layers": kept, "phase.name": "sts",
@@ -321,7 +322,16 @@ def _job(run_id: str, strategy: str, kept: str, sts: float, speedup: float,
             "metrics": {"sts_test/spearman_cosine": sts, "speed/speedup_vs_unpruned": speedup,
                         "base_model/sts_test/spearman_cosine": 0.8, "model/params_total": 3e6,
                         "model/params_embeddings": 1e6, "model/params_encoder": 1e6,
-                        **{names[k]: v for k, v in metrics.items()}}}
+                        **{names[k]: v for k, v in metrics.items()}, **(logged or {})}}
+
+
+STSB = "sts_test/spearman_cosine"
+# top keep 2's intervals and differences: its model's from the base, its export's from the model.
+NOISE = {f"ci_low/{STSB}": 0.65, f"ci_high/{STSB}": 0.75, f"vs_base/{STSB}": -0.1,
+         f"vs_base/ci_low/{STSB}": -0.14, f"vs_base/ci_high/{STSB}": -0.06,
+         f"export/ci_low/{STSB}": 0.64, f"export/ci_high/{STSB}": 0.74,
+         f"export/vs_model/{STSB}": -0.01, f"export/vs_model/ci_low/{STSB}": -0.02,
+         f"export/vs_model/ci_high/{STSB}": 0.001}
 
 
 def _jobs(folder: Path) -> list[dict]:
@@ -330,7 +340,7 @@ def _jobs(folder: Path) -> list[dict]:
     return [
         _job("t2", "top", "0,1", 0.70, 1.9, {MODEL_DIR_TAG: str(folder / "1_t2" / "model")},
              export="onnx_int8", disk=60.0, size=70.0, vocab=30522, export_sts=0.69,
-             export_speedup=3.5, export_disk=16.0),
+             export_speedup=3.5, export_disk=16.0, logged=NOISE),
         _job("b2", "bottom", "2,3", 0.60, 1.9, disk=60.0, vocab=30522),
         _job("t3", "top", "0,1,2", 0.75, 1.3, size=80.0, vocab=30522),
         _job("u", "top", "0,1,2,3", 0.80, 1.0, {MODEL_DIR_TAG: str(folder / "0_u" / "model")},
@@ -438,7 +448,8 @@ def test_ship_section_plot_and_recommendation(tmp_path, monkeypatch, capsys):
     assert main(["--sweep", str(sweep_dir), "--max-mb", "100", "--min-speedup", "3"]) == 0
     line = ("recommended (within --max-mb 100 --min-speedup 3): m top keep 2 sts as onnx_int8, "
             "served in int8: "
-            "0.6900 STSb, 16.0 MB, 3.5x (86.2% of base); model folder "
+            "0.6900 STSb, 16.0 MB, 3.5x (86.2% of base; 95% interval [0.640, 0.740]; "
+            "-0.0100 [-0.0200, +0.0010], within noise vs its fp32 model); model folder "
             f"{sweep_dir / '1_t2' / 'model_onnx_int8'}; (no logged model: run with "
             "tracking.log_model=true to register it)")
     assert capsys.readouterr().out.splitlines() == [line]
@@ -447,17 +458,31 @@ def test_ship_section_plot_and_recommendation(tmp_path, monkeypatch, capsys):
                                           "recommendation.json"]
     md = (sweep_dir / "report.md").read_text()
     assert md.startswith(markdown(table(_jobs(sweep_dir))) + "\n")
+    # The sweep's table: the final STSb's interval and its difference from the base.
+    head, _, top2 = md.splitlines()[:3]
+    assert head.endswith("| % of base | STSb 95% interval | STSb vs base | job (s) |")
+    assert top2.endswith("| 87.5 | [0.650, 0.750] | -0.1000 [-0.1400, -0.0600] | - |")
     section = md.split("## Which model to ship\n\n")[1].splitlines()
     assert section[2:5] == [
-        "| base | strategy | keep | phase | form | vocab size | STSb | % of base | speedup | "
-        "disk MB | model folder |", "|" + "---|" * 11,
-        "| m | top | 2 | sts | model | 30522 | 0.7000 | 87.5 | 1.90x | 60.0 | 1_t2/model |"]
+        "| base | strategy | keep | phase | form | vocab size | STSb [95%] | % of base | "
+        "STSb difference | speedup | disk MB | model folder |", "|" + "---|" * 12,
+        "| m | top | 2 | sts | model | 30522 | 0.7000 [0.650, 0.750] | 87.5 | "
+        "-0.1000 [-0.1400, -0.0600] vs the base | 1.90x | 60.0 | 1_t2/model |"]
     assert section[5:8] == [
-        "| m | top | 2 | sts | onnx_int8 | 30522 | 0.6900 | 86.2 | 3.50x | 16.0 | "
+        "| m | top | 2 | sts | onnx_int8 | 30522 | 0.6900 [0.640, 0.740] | 86.2 | "
+        "-0.0100 [-0.0200, +0.0010], within noise vs its fp32 model | 3.50x | 16.0 | "
         "1_t2/model_onnx_int8 |",
-        "| m | top | 3 | sts | model | 30522 | 0.7500 | 93.8 | 1.30x | 80.0 (params) | - |",
-        "| m | none | 4 | sts | model | 30522 | 0.8000 | 100.0 | 1.00x | 100.0 | 0_u/model |"]
-    assert section[8:] == ["", line]
+        "| m | top | 3 | sts | model | 30522 | 0.7500 | 93.8 | - | 1.30x | 80.0 (params) | - |",
+        "| m | none | 4 | sts | model | 30522 | 0.8000 | 100.0 | - | 1.00x | 100.0 | "
+        "0_u/model |"]
+    assert section[8:10] == ["", line]
+    # Only the candidates that logged a difference, each against what it replaces.
+    real = md.split("## Which differences are real\n\n")[1].splitlines()
+    assert real[2:] == [
+        "| candidate | against | STSb |", "|---|---|---|",
+        "| m top keep 2 sts | the base | -0.1000 [-0.1400, -0.0600] |",
+        "| m top keep 2 sts as onnx_int8 | its fp32 model | "
+        "-0.0100 [-0.0200, +0.0010], within noise |"]
     chosen = json.loads((sweep_dir / "recommendation.json").read_text())
     assert {k: chosen[k] for k in ("base", "strategy", "keep", "phase", "form", "sts", "speed",
                                    "mb", "mb_from", "run_id", "logged_model", "registered")} == {

@@ -34,6 +34,12 @@ NLI_STS_METRICS = {
     "train_nli/loss", "train_nli/seconds", "train_nli/pairs", "train_nli/pairs_per_s",
     "train_sts/loss", "train_sts/seconds", "train_sts/pairs", "train_sts/pairs_per_s",
     "time/total_s",
+    # STSb Spearman's 95% interval after each evaluation and for the base, and its paired
+    # difference from the base.
+    *(f"{where}{bound}/sts_test/spearman_cosine" for bound in ("ci_low", "ci_high")
+      for where in ("", "before/", "after_nli/", "after_sts/", "base_model/")),
+    "vs_base/sts_test/spearman_cosine", "vs_base/ci_low/sts_test/spearman_cosine",
+    "vs_base/ci_high/sts_test/spearman_cosine",
 }
 
 
@@ -154,8 +160,9 @@ def test_final_evaluation_only(tiny_bert, tmp_path):
     metrics = _job([*tiny_overrides(tiny_bert, tmp_path), "pruning.keep=2", "save_model=false",
                     "eval.every_stage=false", "eval.speed_rounds=0"], tmp_path / "job")
     assert set(NLI_STS_METRICS) - set(metrics) == {
-        "before/sts_test/spearman_cosine", "before/sts_test/pearson_cosine",
-        "after_nli/sts_test/spearman_cosine", "after_nli/sts_test/pearson_cosine",
+        *(f"{stage}/{name}" for stage in ("before", "after_nli") for name in (
+            "sts_test/spearman_cosine", "sts_test/pearson_cosine",
+            "ci_low/sts_test/spearman_cosine", "ci_high/sts_test/spearman_cosine")),
         "speed/sentences_per_s", "speed/sentences_per_s_unpruned", "speed/speedup_vs_unpruned",
         "model/disk_mb"}  # save_model=false
     assert set(metrics) < NLI_STS_METRICS

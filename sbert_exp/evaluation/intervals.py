@@ -11,7 +11,7 @@ the interval of their difference says whether the difference is more than the se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,3 +124,43 @@ def bitext_sample(forward: Sequence[bool], backward: Sequence[bool]) -> Sample:
 def agreement_sample(ours: Sequence[float], teacher: Sequence[float]) -> Sample:
     return Sample((np.asarray(ours, dtype=np.float64), np.asarray(teacher, dtype=np.float64)),
                   spearman_rows)
+
+
+# Metric names (a score `m` as logged, e.g. sts_test/spearman_cosine or bitext/en-hi/accuracy):
+# ci_low/m and ci_high/m, its interval; vs_base/m, the difference from the base model as it is
+# on the same items, with vs_base/ci_low/m and vs_base/ci_high/m; vs_model/m, a form's from the
+# fp32 model it was built from. A form's or the base's carry their prefix first (export/ci_low/m).
+LOW, HIGH = "ci_low", "ci_high"
+VS_BASE, VS_MODEL = "vs_base", "vs_model"
+PREFIXES = tuple(f"{name}/" for name in (LOW, HIGH, VS_BASE, VS_MODEL))
+
+
+def bounds(samples: Mapping[str, Sample]) -> dict[str, float]:
+    """`ci_low/<m>` and `ci_high/<m>` of each sample (`m`: its metric's name)."""
+    found = {}
+    for name, sample in samples.items():
+        found[f"{LOW}/{name}"], found[f"{HIGH}/{name}"] = interval(sample)
+    return found
+
+
+def versus(ours: Mapping[str, Sample], theirs: Mapping[str, Sample],
+           against: str) -> dict[str, float]:
+    """`<against>/<m>`, the difference of each metric both score, and its paired interval,
+    `<against>/ci_low/<m>` and `<against>/ci_high/<m>`."""
+    found = {}
+    for name in ours.keys() & theirs.keys():
+        d = paired(ours[name], theirs[name])
+        found.update({f"{against}/{name}": d.value, f"{against}/{LOW}/{name}": d.low,
+                      f"{against}/{HIGH}/{name}": d.high})
+    return found
+
+
+def logged_difference(metrics: Mapping[str, float | None], against: str,
+                      name: str) -> Difference | None:
+    """The `versus` difference of metric `name` read back from logged metrics (None when the
+    run did not log it)."""
+    values = [metrics.get(k) for k in (f"{against}/{name}", f"{against}/{LOW}/{name}",
+                                       f"{against}/{HIGH}/{name}")]
+    if any(v is None or not np.isfinite(float(v)) for v in values):
+        return None
+    return Difference(*(float(v) for v in values))

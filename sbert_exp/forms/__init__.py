@@ -8,7 +8,14 @@ nothing else prunes, trims, exports or times.
 """
 
 from sbert_exp.forms.build import Form, Trim, build, export_saved, load, load_unpruned, save, shape
-from sbert_exp.forms.measure import measure, scores, speed, view_scores
+from sbert_exp.forms.measure import (
+    STS_SPEARMAN,
+    evaluated,
+    measure,
+    scores,
+    speed,
+    view_scores,
+)
 from sbert_exp.forms.timing import (
     best_encode_seconds,
     best_of,
@@ -18,6 +25,6 @@ from sbert_exp.forms.timing import (
 )
 from sbert_exp.model.modeling import disk_mb
 
-__all__ = ["Form", "Trim", "best_encode_seconds", "best_of", "build", "disk_mb", "export_saved",
-           "latencies", "load", "load_unpruned", "measure", "save", "scores", "shape", "speed",
-           "speed_vs_unpruned", "time_views", "view_scores"]
+__all__ = ["STS_SPEARMAN", "Form", "Trim", "best_encode_seconds", "best_of", "build", "disk_mb",
+           "evaluated", "export_saved", "latencies", "load", "load_unpruned", "measure", "save",
+           "scores", "shape", "speed", "speed_vs_unpruned", "time_views", "view_scores"]

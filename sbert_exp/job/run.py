@@ -15,7 +15,12 @@ from sbert_exp.config.schema import (
 from sbert_exp.data.inputs import eval_batch_size
 from sbert_exp.job.checks import Checked, check
 from sbert_exp.job.reuse import config_claim, link_model, remove_partial_saves, restore
-from sbert_exp.job.steps import datasets_of, language_teacher, train_and_evaluate
+from sbert_exp.job.steps import (
+    base_evaluated,
+    datasets_of,
+    language_teacher,
+    train_and_evaluate,
+)
 from sbert_exp.pruning.rules import pruning_label
 from sbert_exp.tracking.runs import Tracker
 from sbert_exp.tracking.tags import (
@@ -144,8 +149,9 @@ def _reference(cfg: TrainConfig, checked: Checked, tracker: Tracker, ref: refere
             return
         bs = eval_batch_size(cfg.eval.batch_size, "cpu")
         lang_teacher = language_teacher(cfg, checked, checked.device, bs)
+        base = base_evaluated(cfg, checked, bs, lang_teacher)[1]
         with tracker.run(name, tags=tags, parent_run_id=parent_run_id) as run:
             run.log_params(ref_params)
-            metrics, model_dir = references.run(ref, cfg, checked, bs, lang_teacher)
+            metrics, model_dir = references.run(ref, cfg, checked, bs, lang_teacher, base)
             run.set_tags({MODEL_DIR_TAG: str(model_dir.resolve())})
             run.log_metrics(metrics)

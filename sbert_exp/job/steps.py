@@ -21,7 +21,9 @@ from sbert_exp.data.inputs import JobData, distinct_sentences, eval_batch_size
 from sbert_exp.data.readers import (
     resolve_path,
 )
-from sbert_exp.evaluation.languages import set_score
+from sbert_exp.evaluation import intervals
+from sbert_exp.evaluation.intervals import Sample
+from sbert_exp.evaluation.languages import set_sample, set_score
 from sbert_exp.forms.card import Card, describe
 from sbert_exp.job.checks import Checked
 from sbert_exp.job.fingerprint import Fingerprint, read_splits
@@ -86,21 +88,26 @@ def derived_forms(cfg: TrainConfig) -> list[Derived]:
     return found
 
 
-def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, data: JobData,
-                     batch_size: int, lang_teacher: dict, run: Run,
-                     form: Derived) -> dict[str, float]:
+def export_and_score(cfg: TrainConfig, checked: Checked, output_dir: Path, batch_size: int,
+                     lang_teacher: dict, run: Run, form: Derived,
+                     against: dict[str, dict[str, Sample]]) -> dict[str, float]:
     """Build `form` from the saved model, then measure it (`forms.measure`: STS test, the
-    language sets, speed against the unpruned fp32 base, size), on the CPU, where ONNX Runtime
-    and torch's int8 and bf16 kernels run. With tracking.log_model, it is a logged model too."""
+    language sets, their intervals, speed against the unpruned fp32 base, size), on the CPU,
+    where ONNX Runtime and torch's int8 and bf16 kernels run; `against`: the samples it is
+    compared with, by name (vs_model: its fp32 model's, vs_base: the base's). With
+    tracking.log_model, it is a logged model too."""
+    data = checked.data
     started = time.perf_counter()
     folder = forms.export_saved(output_dir / "model", form.backend)
     seconds = time.perf_counter() - started
     unpruned = (forms.load_unpruned(cfg.base_model, checked.model_path)
                 if cfg.eval.speed_rounds else None)
-    found = forms.measure(forms.load(folder), folder, unpruned, data.sts_test,
-                          distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences],
-                          language_sets=data.languages, teacher=lang_teacher,
-                          batch_size=batch_size, rounds=cfg.eval.speed_rounds)
+    found, samples = forms.measure(forms.load(folder), folder, unpruned, data.sts_test,
+                                   distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences],
+                                   language_sets=data.languages, teacher=lang_teacher,
+                                   batch_size=batch_size, rounds=cfg.eval.speed_rounds)
+    for name, theirs in against.items():
+        found.update(intervals.versus(samples, theirs, name))
     # A job's own names for its export: export/<score>, export/<speed or size figure>.
     p = form.prefix
     metrics = {f"{p}/{k.split('/', 1)[1] if k.startswith(('speed/', 'model/')) else k}": v
@@ -173,7 +180,7 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     if cfg.phase.distill is not None:
         targets = teacher.embeddings(cfg.base_model, checked.model_path, device, data.distill,
                                      bs, loaded=unpruned, purpose="distillation").embeddings
-    lang_teacher = _measure_base(cfg, checked, unpruned, bs, record)
+    lang_teacher, base = _measure_base(cfg, checked, unpruned, bs, record)
     if cfg.eval.speed_rounds:  # the model whole and pruned, timed on the same sentences
         sentences = distinct_sentences(data.sts_test)[: cfg.eval.speed_sentences]
         speed = forms.speed_vs_unpruned(model, kept, sentences, bs, cfg.eval.speed_rounds)
@@ -182,7 +189,8 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
     # 3. Prune in place; trim the vocabulary and freeze the embeddings if asked.
     _prune(cfg, data, model, kept, record)
     # 4. Evaluate, then fine-tune stage by stage, evaluating after each.
-    _stages(cfg, data, model, targets, lang_teacher, bs, run, record, checked.precision)
+    final = _stages(cfg, data, model, targets, lang_teacher, base, bs, run, record,
+                    checked.precision)
     # 5. Save the pruned, fine-tuned model and the metrics.
     if cfg.save_model:
         describe(model, _card(cfg, kept, record.metrics), output_dir)
@@ -190,7 +198,8 @@ def train_and_evaluate(cfg: TrainConfig, checked: Checked, output_dir: Path, run
         run.set_tags({MODEL_DIR_TAG: str((output_dir / "model").resolve())})
         record({"model/disk_mb": modeling.disk_mb(output_dir / "model")})
         for form in derived_forms(cfg):
-            record(export_and_score(cfg, checked, output_dir, data, bs, lang_teacher, run, form))
+            record(export_and_score(cfg, checked, output_dir, bs, lang_teacher, run, form,
+                                    {intervals.VS_MODEL: final, intervals.VS_BASE: base}))
     record({"time/total_s": time.perf_counter() - started})
     write_text(output_dir / "metrics.json",
                json.dumps(record.metrics, indent=2, sort_keys=True))
@@ -219,29 +228,40 @@ def _card(cfg: TrainConfig, kept: list[int], metrics: dict[str, float]) -> Card:
                 int(metrics.get("model/vocab_size", 0)), recipe, metrics)
 
 
-def _measure_base(cfg: TrainConfig, checked: Checked, unpruned, bs: int,
-                  record: Recorder) -> dict:
+def base_evaluated(cfg: TrainConfig, checked: Checked, bs: int, lang_teacher: dict,
+                   loaded=None) -> tuple[dict[str, float], dict[str, Sample]]:
     """The unpruned pretrained base as it is, the reference a shipped model is measured
-    against: its STS test scores, folder size and language-set scores, all from the teacher's
-    embeddings (cached: a sweep encodes them once per base model). Returns the teacher's
-    embeddings of the language sets' sentences."""
+    against: its STS test scores and language-set scores, and their samples, all from the
+    teacher's embeddings (cached: a sweep encodes them once per base model; `loaded`: see
+    `teacher.embeddings`)."""
     data = checked.data
     test_sentences = distinct_sentences(data.sts_test)
     reference = teacher.embeddings(cfg.base_model, checked.model_path, checked.device,
-                                   test_sentences, bs, loaded=unpruned,
+                                   test_sentences, bs, loaded=loaded,
                                    purpose="STS test reference")
-    scores = evaluation.sts_from_embeddings(
-        dict(zip(test_sentences, reference.embeddings, strict=True)), data.sts_test)
-    record({f"base_model/sts_test/{k}": v for k, v in scores.items()})
-    record({"base_model/disk_mb": modeling.disk_mb(Path(checked.model_path))})
+    table = dict(zip(test_sentences, reference.embeddings, strict=True))
+    scores = {f"sts_test/{k}": v
+              for k, v in evaluation.sts_from_embeddings(table, data.sts_test).items()}
+    samples = {forms.STS_SPEARMAN: evaluation.sample_from_embeddings(table, data.sts_test)}
+    for loaded_set in data.languages:
+        scores[loaded_set.metric] = set_score(loaded_set, lang_teacher, lang_teacher)
+        samples[loaded_set.metric] = set_sample(loaded_set, lang_teacher, lang_teacher)
+    return scores, samples
+
+
+def _measure_base(cfg: TrainConfig, checked: Checked, unpruned, bs: int,
+                  record: Recorder) -> tuple[dict, dict[str, Sample]]:
+    """`base_evaluated`, logged under base_model/ with its intervals, and the size of the folder
+    the base loads from. Returns the teacher's embeddings of the language sets' sentences and
+    the base's samples."""
+    data = checked.data
     lang_teacher = language_teacher(cfg, checked, checked.device, bs, loaded=unpruned)
-    if data.languages:
-        record({f"base_model/{loaded.metric}": set_score(loaded, lang_teacher,
-                                                                lang_teacher)
-                for loaded in data.languages})
+    scores, samples = base_evaluated(cfg, checked, bs, lang_teacher, loaded=unpruned)
+    record({f"base_model/{k}": v for k, v in {**scores, **intervals.bounds(samples)}.items()})
+    record({"base_model/disk_mb": modeling.disk_mb(Path(checked.model_path))})
     record({f"data/held_out_removed/{k}": float(v) for k, v in data.held_out_removed.items()})
     record({f"data/distill_sentences/{k}": float(v) for k, v in data.distill_mix.items()})
-    return lang_teacher
+    return lang_teacher, samples
 
 
 def _prune(cfg: TrainConfig, data: JobData, model, kept: list[int], record: Recorder) -> None:
@@ -265,20 +285,25 @@ def _prune(cfg: TrainConfig, data: JobData, model, kept: list[int], record: Reco
     })
 
 
-def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict, bs: int,
-            run: Run, record: Recorder, precision: str) -> None:
+def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict,
+            base: dict[str, Sample], bs: int, run: Run, record: Recorder,
+            precision: str) -> dict[str, Sample]:
     """The stages in a fixed order, NLI, distillation, STS, each evaluated after it (with
     eval.every_stage=false only after the last); each evaluation has its own step: 0 before
-    training, 1 after NLI, 2 after distillation, 3 after STS."""
+    training, 1 after NLI, 2 after distillation, 3 after STS. Each score is logged with its
+    interval, and its paired difference from the base (`base`: its samples) as vs_base/.
+    Returns the last evaluation's samples."""
+    last: dict[str, Sample] = {}
 
     def eval_sts(tag: str, step: int) -> None:
-        scores = {f"sts_test/{k}": v
-                  for k, v in evaluation.sts_scores(model, data.sts_test, bs).items()}
-        scores.update(evaluation.language_scores(model, data.languages, lang_teacher, bs))
+        scores, samples = forms.evaluated(model, data.sts_test, data.languages, lang_teacher, bs)
+        scores.update(intervals.bounds(samples))
         record({f"{tag}/{k}": v for k, v in scores.items()})
         # The unprefixed name always holds the latest score; its history has a step per
         # evaluation.
-        record(scores, step=step)
+        record({**scores, **intervals.versus(samples, base, intervals.VS_BASE)}, step=step)
+        last.clear()
+        last.update(samples)
 
     every, phase = cfg.eval.every_stage, cfg.phase
     nli, distill, sts = phase.nli, phase.distill, phase.sts
@@ -305,3 +330,4 @@ def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict,
                                     precision)
         record(result.metrics("sts"))
         eval_sts("after_sts", 3)
+    return last

@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from sbert_exp.errors import UserError
+from sbert_exp.evaluation import intervals
 from sbert_exp.references import REFERENCE_TAG
+from sbert_exp.report import noise
 from sbert_exp.report.table import (
     COLUMNS,
     DERIVED,
@@ -44,7 +46,8 @@ def reference_runs(runs: Sequence[dict]) -> pd.DataFrame:
                      "sts": m.get(COLUMNS["sts_final"]), "speed": m.get(COLUMNS["speedup"]),
                      "mb": m.get(COLUMNS["disk_mb"]), "model_dir": run["tags"].get(MODEL_DIR_TAG),
                      "run_id": run["tags"].get(REUSED_TAG, run["run_id"]),
-                     **{k: v for k, v in m.items() if k.startswith(LANGUAGE_PREFIXES)}})
+                     **{k: v for k, v in m.items()
+                        if k.startswith((*LANGUAGE_PREFIXES, *intervals.PREFIXES))}})
     return pd.DataFrame(rows).drop_duplicates(["base", "name"]) if rows else pd.DataFrame()
 
 
@@ -63,16 +66,18 @@ def candidates(df: pd.DataFrame, metric: str = STS,
     model's) and its bf16 form (`bf16_sts`, ..., the folder model_bf16).
     """
     df = df.reset_index(drop=True)
-    disk, sizes = _num(df, "disk_mb"), _num(df, "size_mb")
-    mb_from = pd.Series("params", index=df.index).where(disk.isna(), "disk").where(
-        disk.notna() | sizes.notna(), None)
-    saved = df[SHIP_COLUMNS].assign(
-        form="model", sts=_num(df, "sts_final"), speed=_num(df, "speedup"),
-        mb=disk.fillna(sizes), mb_from=mb_from, model_dir=df.model_dir, _o=SLOTS * df.index)
     langs = language_metrics(df)
     if metric != STS and metric not in langs:
         raise UserError(f"--metric {metric}: no run of the sweep logged it: choose {STS}"
                         + "".join(f", {m}" for m in langs))
+    disk, sizes = _num(df, "disk_mb"), _num(df, "size_mb")
+    mb_from = pd.Series("params", index=df.index).where(disk.isna(), "disk").where(
+        disk.notna() | sizes.notna(), None)
+    scored = [noise.STS_METRIC, *langs]  # the scores with an interval
+    saved = df[SHIP_COLUMNS].assign(
+        form="model", sts=_num(df, "sts_final"), speed=_num(df, "speedup"),
+        mb=disk.fillna(sizes), mb_from=mb_from, model_dir=df.model_dir, _o=SLOTS * df.index,
+        **noise.columns(lambda k: _metric(df, k), "", intervals.VS_BASE, scored))
     # Each row's base model as it is, on the chosen quality: the level no pruning would give.
     nan = pd.Series(float("nan"), index=df.index)
     base = _num(df, "base_sts") if metric == STS else (
@@ -92,7 +97,8 @@ def candidates(df: pd.DataFrame, metric: str = STS,
     out = pd.concat(parts).sort_values("_o").drop(columns="_o").reset_index(drop=True)
     if "ref_form" not in out:
         out["ref_form"] = None
-    for column in ("sts", "speed", "mb", "score_base", "base_mb", *langs):
+    for column in ("sts", "speed", "mb", "score_base", "base_mb", *langs,
+                   *(c for c in out.columns if c.startswith(NOISE_COLUMNS))):
         out[column] = pd.to_numeric(out[column])
     out["reference"] = out.form.eq(AS_IS) | out.ref_form.notna()
     out["base_pct"] = 100 * out.sts / pd.to_numeric(out.base_sts)
@@ -104,6 +110,14 @@ def candidates(df: pd.DataFrame, metric: str = STS,
 def _num(df: pd.DataFrame, column: str) -> pd.Series:
     """A metric column as numbers (a metric that no run logged is a column of None)."""
     return pd.to_numeric(df[column])
+
+
+def _metric(df: pd.DataFrame, column: str) -> pd.Series:
+    """`_num`, or NaN where no run of `df` logged the metric."""
+    return _num(df, column) if column in df else pd.Series(float("nan"), index=df.index)
+
+
+NOISE_COLUMNS = (f"{intervals.LOW}/", f"{intervals.HIGH}/", f"{noise.VS}/")
 
 
 SLOTS = 1 + len(DERIVED)  # board rows a job can give: its saved model and its derived forms
@@ -129,7 +143,9 @@ def _derived(df: pd.DataFrame, levels: dict[str, pd.Series], langs: list[str]
             logged_model=e[logged] if logged in e else None,
             **{k: v[built] for k, v in levels.items()},
             **{m: (_num(df, f"{prefix}/{m}")[built] if f"{prefix}/{m}" in df else float("nan"))
-               for m in langs}))
+               for m in langs},
+            **noise.columns(lambda k, b=built: _metric(df, k)[b], f"{prefix}/", intervals.VS_MODEL,
+                            [noise.STS_METRIC, *langs])))
     return parts
 
 
@@ -144,7 +160,9 @@ def _as_is(df: pd.DataFrame, first: pd.DataFrame, levels: dict[str, pd.Series],
         sts=_num(df, "base_sts")[at], speed=1.0, mb=levels["base_mb"][at], mb_from="disk",
         model_dir=None, _o=SLOTS * len(df) + at, **{k: v[at] for k, v in levels.items()},
         **{m: (_num(df, f"base_model/{m}")[at] if f"base_model/{m}" in df else float("nan"))
-           for m in langs})
+           for m in langs},
+        **noise.columns(lambda k: _metric(df, k)[at], "base_model/", None,
+                        [noise.STS_METRIC, *langs]))
 
 
 def _reference_rows(refs: pd.DataFrame | None, first: pd.DataFrame, jobs: int,
@@ -163,7 +181,9 @@ def _reference_rows(refs: pd.DataFrame | None, first: pd.DataFrame, jobs: int,
             "form": r["name"], "ref_form": r.ref_form, "label": r.label, "sts": r.sts,
             "speed": r.speed, "mb": r.mb, "mb_from": "disk", "model_dir": r.model_dir,
             "_o": 2 * SLOTS * jobs + i, **{k: v[j] for k, v in levels.items()},
-            **{m: r.get(m, float("nan")) for m in langs}})
+            **{m: r.get(m, float("nan")) for m in langs},
+            **noise.columns(lambda k, r=r: r.get(k, float("nan")), "", intervals.VS_BASE,
+                            [noise.STS_METRIC, *langs])})
     return rows
 
 

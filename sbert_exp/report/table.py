@@ -8,9 +8,11 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from sbert_exp.errors import UserError
+from sbert_exp.evaluation import intervals
 from sbert_exp.pruning.rules import pruning_label
 from sbert_exp.pruning.strategies import STRATEGIES
 from sbert_exp.references import REFERENCE_TAG
+from sbert_exp.report import noise
 from sbert_exp.report.style import LABELS
 from sbert_exp.tracking.tags import (
     CONFIG_KEY_TAG,
@@ -58,6 +60,12 @@ LANGUAGE_PREFIXES = ("bitext/", "agreement/")
 
 LANGUAGE_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", *(f"{d}/" for d in DERIVED))
                          for p in LANGUAGE_PREFIXES)
+
+
+# Each score's 95% interval and its paired difference from the base (a derived form's: from its
+# fp32 model), as logged (sbert_exp.evaluation.intervals): ci_low/<metric>, vs_base/<metric>, ...
+INTERVAL_COLUMNS = tuple(f"{where}{p}" for where in ("", "base_model/", *(f"{d}/" for d in DERIVED))
+                         for p in intervals.PREFIXES)
 
 
 STS = "sts"  # --metric's default: STSb test Spearman
@@ -122,7 +130,8 @@ def table(runs: Sequence[dict], others: Sequence[dict] = ()) -> pd.DataFrame:
             "phase": p.get("phase.name", "-"),
         }
         row.update({col: m.get(metric) for col, metric in COLUMNS.items()})
-        row.update({k: v for k, v in m.items() if k.startswith(LANGUAGE_COLUMNS)})
+        row.update({k: v for k, v in m.items()
+                    if k.startswith((*LANGUAGE_COLUMNS, *INTERVAL_COLUMNS))})
         row.update(unpruned_sts=score, unpruned_run=reference)
         row.update(export=p.get("export", "none"), model_dir=run["tags"].get(MODEL_DIR_TAG),
                    logged_model=run["tags"].get(LOGGED_MODEL_TAG),
@@ -167,23 +176,28 @@ def references_outside(df: pd.DataFrame) -> dict[str, str]:
 def markdown(df: pd.DataFrame) -> str:
     head = ["base", "init", "strategy", "keep", "kept layers", "phase",
             "params total / emb / enc (M)", "speedup", "STSb before", "after NLI",
-            "after distill", "after STS", "NLI acc", "% of unpruned", "% of base", "job (s)"]
+            "after distill", "after STS", "NLI acc", "% of unpruned", "% of base",
+            "STSb 95% interval", "STSb vs base", "job (s)"]
     langs = language_metrics(df)
     head += [short(m) for m in langs]
+    sts = COLUMNS["sts_final"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x: float | None, fmt: str) -> str:
         return "-" if x is None or pd.isna(x) else format(x, fmt)
 
     for r in df.itertuples():
+        row = df.loc[r.Index]
         params = (f"{r.params_total / 1e6:.1f} / {r.params_embeddings / 1e6:.1f} / "
                   f"{r.params_encoder / 1e6:.1f}")
         cells = [r.base, r.init, r.strategy, str(r.keep), r.kept_layers, r.phase, params,
                  f(r.speedup, ".2f") + "x", f(r.sts_before, ".4f"), f(r.sts_after_nli, ".4f"),
                  f(r.sts_after_distill, ".4f"), f(r.sts_after_sts, ".4f"),
                  f(r.nli_accuracy, ".3f"), f(r.retained_pct, ".1f"), f(r.base_pct, ".1f"),
+                 noise.interval_text(row, sts) or "-",
+                 noise.words(intervals.logged_difference(row, intervals.VS_BASE, sts)),
                  f(r.job_s, ".0f")]
-        cells += [f(df.at[r.Index, m], ".4f") for m in langs]
+        cells += [noise.with_interval(row, m) for m in langs]
         lines.append("| " + " | ".join(cells) + " |")
     for base, run_id in references_outside(df).items():
         score = df.unpruned_sts[df.base == base].iloc[0]
