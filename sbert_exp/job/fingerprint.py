@@ -84,7 +84,7 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
 # Stage settings added later -> the value that every run had before them.
 ADDED_LATER = {
     "sts": {"loss": "cosine"},
-    "distill": {"text": {}, "files": []},
+    "distill": {"text": {}, "files": [], "mse": 1.0, "hidden": 0.0, "similarity": 0.0},
 }
 
 
