@@ -158,3 +158,37 @@ def test_phase_none_needs_no_training_files(tiny_bert, tmp_path):
     """dataset=local_files with phase=none: only sts_test is read, so only it must be set."""
     cfg, _ = compose(_overrides(tiny_bert, tmp_path, _sts_file(tmp_path / "sts.csv")))
     assert cfg.dataset.nli_train is None and cfg.dataset.sts_train is None
+
+
+def test_distillation_weights_at_their_earlier_values_keep_the_earlier_key(tiny_bert, tmp_path):
+    """The distillation stage's loss weights came later: a config that leaves them at what every
+    earlier run had (the MSE alone) has the key of the same config without them; another
+    weight is another key."""
+    import dataclasses
+
+    from sbert_exp.config.schema import DistillConfig
+
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("a man plays the guitar\ntwo dogs run on the beach\n")
+    overrides = [*tiny_overrides(tiny_bert, tmp_path, phase="distill_sts"), "dataset=local_files",
+                 f"dataset.sts_test.location={_sts_file(tmp_path / 'sts.csv')}",
+                 f"dataset.sts_train.location={tmp_path / 'sts.csv'}",
+                 f"phase.distill.sentences_file={sentences}", "phase.distill.max_sentences=null",
+                 "eval.speed_rounds=0", "pruning.keep=2"]
+    cfg, _ = compose(overrides)
+    checked = check(cfg)
+    key = fingerprint(cfg, checked.kept, "cpu", checked.model_path).key
+
+    # The same config under the schema before the weights: a distill section without them.
+    added = {"mse", "hidden", "similarity"}
+    earlier_schema = dataclasses.make_dataclass(
+        "DistillConfig", [f.name for f in dataclasses.fields(DistillConfig) if f.name not in added])
+    earlier = earlier_schema(**{f.name: getattr(cfg.phase.distill, f.name)
+                                for f in dataclasses.fields(earlier_schema)})
+    before = dataclasses.replace(cfg, phase=dataclasses.replace(cfg.phase, distill=earlier))
+    assert fingerprint(before, checked.kept, "cpu", checked.model_path).key == key
+
+    assert _key([*overrides, "phase.distill.mse=1.0", "phase.distill.similarity=0"]) == key
+    for change in ("phase.distill.hidden=1", "phase.distill.similarity=0.5",
+                   "phase.distill.mse=2"):
+        assert _key([*overrides, change]) != key

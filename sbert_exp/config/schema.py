@@ -136,8 +136,8 @@ class StsStageConfig(StageConfig):
 
 @dataclass
 class DistillConfig:
-    """Budget and optimiser settings of the distillation stage: the pruned student learns the
-    unpruned pretrained base model's embeddings of the same sentences (MSE)."""
+    """Budget, optimiser and loss of the distillation stage: the pruned student learns the
+    unpruned pretrained base model's embeddings of the same sentences."""
 
     max_sentences: int | None = MISSING  # distinct sentences, a seeded sample; null: all
     epochs: int = 1
@@ -153,6 +153,10 @@ class DistillConfig:
     # More local UTF-8 text files, one sentence per line, every distinct sentence of each, beside
     # the training splits (or sentences_file) and the text sources.
     files: list[str] = field(default_factory=list)
+    # The loss: the weighted sum of three terms in the MSE's units (training/objectives.py).
+    mse: float = 1.0  # the sentence embeddings' MSE to the teacher's
+    hidden: float = 0.0  # each layer's token states to those of a teacher layer (runs the teacher)
+    similarity: float = 0.0  # the batch's cosine similarities to the teacher's
 
 
 @dataclass

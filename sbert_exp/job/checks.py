@@ -23,6 +23,7 @@ from sbert_exp.model import modeling
 from sbert_exp.model.precision import precision
 from sbert_exp.pruning.rules import PruningError, kept_layers
 from sbert_exp.pruning.strategies import Evidence, evidence
+from sbert_exp.training import objectives
 
 
 def plan(cfg: TrainConfig) -> list[int] | None:
@@ -55,6 +56,7 @@ def plan(cfg: TrainConfig) -> list[int] | None:
                               "phase.distill.sentences_file or phase.distill.files, or one of "
                               "those splits")
         _check_stage("distill", distill)
+        _check_objective(distill)
         for name, count in distill.text.items():
             _check_text(name, f"phase.distill.text.{name}")
             if count is not None and count < 0:
@@ -132,6 +134,17 @@ def _check_stage(name: str, stage: StageConfig | DistillConfig) -> None:
         if not ok:
             raise ConfigError(f"phase.{name}.{key}={getattr(stage, key)} is invalid: "
                               f"it must be {rule}")
+
+
+def _check_objective(stage: DistillConfig) -> None:
+    weights = objectives.weights(stage)
+    for key, weight in weights.items():
+        if not weight >= 0:
+            raise ConfigError(f"phase.distill.{key}={weight} is invalid: it must be at least 0")
+    if not any(weights.values()):
+        names = ", ".join(f"phase.distill.{key}" for key in weights)
+        raise ConfigError(f"{names} are all 0: the loss is their weighted sum, so give at least "
+                          "one a positive weight")
 
 
 @dataclass

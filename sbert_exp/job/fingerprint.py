@@ -70,25 +70,36 @@ def fingerprint(cfg: TrainConfig, kept: list[int] | None, device: str,
         "base_model": asdict(cfg.base_model), "kept_layers": layers, "phase": asdict(cfg.phase),
         "dataset": asdict(cfg.dataset), "eval": asdict(cfg.eval), "seed": cfg.seed,
     }
-    # Settings added later count only when they differ from what came before them, so that
-    # earlier runs keep their keys.
-    if cfg.vocab.name.value != "none":
-        config["vocab"] = asdict(cfg.vocab)
-    if cfg.export.value != "none":
-        config["export"] = cfg.export.value
-    if config["phase"]["sts"] is not None and config["phase"]["sts"]["loss"] == "cosine":
-        del config["phase"]["sts"]["loss"]
+    _settings_added_later(cfg, config)
     # The language sets: which ones the job evaluates, not where the names came from.
     del config["base_model"]["languages"], config["base_model"]["card"]  # no weight changes
     del config["eval"]["languages"], config["eval"]["language_files"]
     if sets:
         config["languages"] = {name: cfg.eval.language_files.get(name, "embedded")
                                for name in sets}
-    if config["phase"]["distill"] is not None and not config["phase"]["distill"]["text"]:
-        del config["phase"]["distill"]["text"]
-    if config["phase"]["distill"] is not None and not config["phase"]["distill"]["files"]:
-        del config["phase"]["distill"]["files"]
-    if "vocab" in config and not config["vocab"]["text"]:
-        del config["vocab"]["text"]
     text = json.dumps({"config": config, "parts": parts}, sort_keys=True, default=str)
     return Fingerprint(key=hashlib.sha256(text.encode()).hexdigest()[:20], parts=parts)
+
+
+# Stage settings added later -> the value that every run had before them.
+ADDED_LATER = {
+    "sts": {"loss": "cosine"},
+    "distill": {"text": {}, "files": [], "mse": 1.0, "hidden": 0.0, "similarity": 0.0},
+}
+
+
+def _settings_added_later(cfg: TrainConfig, config: dict) -> None:
+    """Settings added later count only when they differ from what came before them, so that
+    earlier runs keep their keys: added to `config` when set, or dropped from it while they
+    hold their earlier value (`ADDED_LATER`)."""
+    if cfg.vocab.name.value != "none":
+        config["vocab"] = asdict(cfg.vocab)
+        if not config["vocab"]["text"]:
+            del config["vocab"]["text"]
+    if cfg.export.value != "none":
+        config["export"] = cfg.export.value
+    for stage, earlier in ADDED_LATER.items():
+        settings = config["phase"][stage]
+        for name, value in earlier.items():
+            if settings is not None and name in settings and settings[name] == value:
+                del settings[name]

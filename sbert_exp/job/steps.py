@@ -223,7 +223,7 @@ def _card(cfg: TrainConfig, kept: list[int], metrics: dict[str, float]) -> Card:
         count = "all" if d.max_sentences is None else f"{d.max_sentences:,}"
         recipe.insert(1 if phase.nli is not None else 0,
                       f"distillation from the base ({count} sentences, {d.epochs} epoch"
-                      f"{'s' if d.epochs > 1 else ''})")
+                      f"{'s' if d.epochs > 1 else ''}{training.objective_label(d)})")
     return Card(cfg.base_model.name, cfg.base_model.card, kept, cfg.base_model.num_layers, how,
                 int(metrics.get("model/vocab_size", 0)), recipe, metrics)
 
@@ -321,7 +321,7 @@ def _stages(cfg: TrainConfig, data: JobData, model, targets, lang_teacher: dict,
             eval_sts("after_nli", 1)
     if distill is not None:
         result = training.train_distill(model, data.distill, targets, distill, cfg.seed,
-                                        run.log_metrics, precision)
+                                        run.log_metrics, precision, cfg.base_model)
         record(result.metrics("distill"))
         if every or sts is None:
             eval_sts("after_distill", 2)

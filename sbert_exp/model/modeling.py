@@ -236,6 +236,21 @@ def hidden_states(model: nn.Module, sentences: Sequence[str],
     return [torch.cat(s) for s in states], inputs["attention_mask"].cpu()
 
 
+@contextlib.contextmanager
+def all_layer_states(model: nn.Module) -> Iterator[None]:
+    """While the block runs, the model's forward also returns the token states entering and
+    leaving every layer, as `features["all_layer_embeddings"]` (index 0: the embeddings' output,
+    index i: layer i - 1's). sentence-transformers 6.3's Transformer module adds them when the
+    encoder's config asks for hidden states; the sentence embedding is unchanged."""
+    config = hf_model(model).config
+    before = config.output_hidden_states
+    config.output_hidden_states = True
+    try:
+        yield
+    finally:
+        config.output_hidden_states = before
+
+
 def freeze_embeddings(model: nn.Module) -> None:
     """Stop training the encoder's embeddings (the optimizer skips them)."""
     embeddings = getattr(hf_model(model), "embeddings", None)

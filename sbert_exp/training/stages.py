@@ -1,19 +1,28 @@
-"""The `phase` group's stages: NLI (softmax head), distillation (MSE to a teacher), STS (cosine)."""
+"""The `phase` group's stages: NLI (softmax head), distillation (to a teacher), STS (cosine)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
 
-from sbert_exp.config.schema import DistillConfig, StageConfig, StsLoss, StsStageConfig
+from sbert_exp.config.schema import (
+    BaseModelConfig,
+    DistillConfig,
+    StageConfig,
+    StsLoss,
+    StsStageConfig,
+)
 from sbert_exp.model.modeling import default_prompt
+from sbert_exp.training import objectives, teacher
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,8 @@ class StageResult:
     seconds: float
     pairs: int  # training examples times epochs: pairs, or sentences for distillation
     steps: int
+    # The loss's weighted terms (distillation with more than the MSE), each averaged as the loss
+    terms: dict[str, float] = field(default_factory=dict)
 
     def metrics(self, stage: str) -> dict[str, float]:
         return {
@@ -29,6 +40,7 @@ class StageResult:
             f"train_{stage}/seconds": self.seconds,
             f"train_{stage}/pairs": float(self.pairs),
             f"train_{stage}/pairs_per_s": self.pairs / self.seconds if self.seconds else 0.0,
+            **{f"train_{stage}/loss_{name}": value for name, value in self.terms.items()},
         }
 
 
@@ -45,6 +57,8 @@ def _column_prompts(model) -> dict[str, str] | None:
     return dict.fromkeys(("sentence1", "sentence2", "sentence"), prompt) if prompt else None
 
 
+objective_label = objectives.label  # the distillation objective, as a model card names it
+
 OnLog = Callable[[dict[str, float], int], None]  # metrics, optimizer step
 
 
@@ -52,7 +66,7 @@ def _progress(name: str, on_log: OnLog, batch_size: int):
     """A trainer callback that hands the running loss and the examples per second of each
     logging interval to `on_log`, as `train_<name>/step_loss` and
     `train_<name>/step_examples_per_s` at the optimizer step: MLflow shows their history while
-    the stage runs."""
+    the stage runs. A loss of several terms adds each one's, `train_<name>/step_loss_<term>`."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -65,8 +79,10 @@ def _progress(name: str, on_log: OnLog, batch_size: int):
             step, now = state.global_step, time.perf_counter()
             rate = (step - self.last[0]) * batch_size / max(now - self.last[1], 1e-9)
             self.last = (step, now)
+            terms = {f"train_{name}/step_loss_{term}": float(logs[term])
+                     for term in objectives.TERMS if term in logs}
             on_log({f"train_{name}/step_loss": float(logs["loss"]),
-                    f"train_{name}/step_examples_per_s": rate}, step)
+                    f"train_{name}/step_examples_per_s": rate, **terms}, step)
 
     return Progress()
 
@@ -140,10 +156,11 @@ def train_sts(model, pairs: Dataset, stage: StsStageConfig, seed: int,
 
 
 def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: DistillConfig,
-                  seed: int, on_log: OnLog | None = None,
-                  precision: str = "fp32") -> StageResult:
-    """MSELoss between the student's embeddings of `sentences` and `targets`, the teacher's
-    embeddings of the same sentences (sentence-transformers' layer-reduction distillation)."""
+                  seed: int, on_log: OnLog | None = None, precision: str = "fp32",
+                  base: BaseModelConfig | None = None) -> StageResult:
+    """The student learns `targets`, the teacher's embeddings of `sentences`: by default with
+    MSELoss (sentence-transformers' layer-reduction distillation); with other weights, through
+    `objectives.DistillLoss`. Hidden-state matching runs the teacher, loaded from `base`."""
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     if len(sentences) != len(targets):
@@ -151,4 +168,15 @@ def train_distill(model, sentences: Sequence[str], targets: np.ndarray, stage: D
     # From the array itself: a list of Python floats would hold 150,000 x 384 objects.
     data = Dataset.from_dict({"sentence": list(sentences),
                               "label": np.asarray(targets, dtype=np.float32)})
-    return _train(model, MSELoss(model), data, stage, seed, "distill", on_log, precision)
+    if objectives.plain_mse(stage):
+        return _train(model, MSELoss(model), data, stage, seed, "distill", on_log, precision)
+    if stage.hidden > 0 and base is None:
+        raise ValueError("hidden-state matching needs the base model config, to load the teacher")
+    live = (teacher.live(base, str(model.device)) if stage.hidden > 0
+            else contextlib.nullcontext())
+    with live as loaded:
+        loss = objectives.DistillLoss(model, stage, loaded)
+        result = _train(model, loss, data, stage, seed, "distill", on_log, precision)
+        terms = loss.means()
+        del loss, loaded  # the teacher is freed as the block ends
+    return dataclasses.replace(result, terms=terms)

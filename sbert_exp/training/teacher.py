@@ -7,10 +7,14 @@ teacher (model content, prompt, length, pooling, package versions): a memory-map
 float32 rows and, beside it, the digest of each row's sentence. Sentences are encoded in chunks
 that are appended as they finish, so a killed job resumes from its last complete chunk, and any
 later job (another sample, another sweep) encodes only the sentences the store lacks.
+
+An objective that needs more than the embeddings (hidden-state matching) runs the teacher itself
+while the student trains: `live`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -18,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +165,30 @@ def embeddings(base: BaseModelConfig, model_path: str, device: str, sentences: S
                    encoded=len(missing))
 
 
+@contextlib.contextmanager
+def live(base: BaseModelConfig, device: str) -> Iterator:
+    """The teacher for an objective that runs it while the student trains (hidden-state
+    matching): the pretrained base loaded again, whole (the student was pruned from its own
+    copy), on `device`, in eval mode and frozen; freed after the block."""
+    pretrained = dataclasses.replace(base, init=Init.pretrained)
+    teacher = modeling.load_base(pretrained, device, modeling.locate(base))
+    teacher.eval()
+    teacher.requires_grad_(False)
+    try:
+        yield teacher
+    finally:
+        del teacher
+        _free(device)
+
+
+def _free(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def _encode_missing(store: Store, base: BaseModelConfig, model_path: str, device: str,
                     sentences: list[str], digests: list[str], batch_size: int, loaded,
                     purpose: str) -> None:
@@ -187,8 +215,4 @@ def _encode_missing(store: Store, base: BaseModelConfig, model_path: str, device
     finally:
         if loaded is None:
             del teacher
-            gc.collect()
-            if device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+            _free(device)
