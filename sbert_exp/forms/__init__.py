@@ -14,7 +14,7 @@ from sbert_exp.forms.measure import (
     measure,
     scores,
     speed,
-    view_scores,
+    view_evaluated,
 )
 from sbert_exp.forms.timing import (
     best_encode_seconds,
@@ -27,4 +27,4 @@ from sbert_exp.model.modeling import disk_mb
 
 __all__ = ["STS_SPEARMAN", "Form", "Trim", "best_encode_seconds", "best_of", "build", "disk_mb",
            "evaluated", "export_saved", "latencies", "load", "load_unpruned", "measure", "save",
-           "scores", "shape", "speed", "speed_vs_unpruned", "time_views", "view_scores"]
+           "scores", "shape", "speed", "speed_vs_unpruned", "time_views", "view_evaluated"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sbert_exp.evaluation.intervals import Sample, bounds
 from sbert_exp.evaluation.languages import language_evaluated
-from sbert_exp.evaluation.sts import sts_evaluated, sts_scores
+from sbert_exp.evaluation.sts import sts_evaluated
 from sbert_exp.forms.timing import best_encode_seconds
 from sbert_exp.model.modeling import disk_mb, layers_view
 from sbert_exp.model.precision import in_precision
@@ -34,13 +34,15 @@ def scores(model, sts_pairs, language_sets: Sequence = (), teacher: Mapping | No
     return evaluated(model, sts_pairs, language_sets, teacher, batch_size)[0]
 
 
-def view_scores(model, layers: Sequence[int], sts_pairs, batch_size: int = 64,
-                precision: str = "fp32") -> dict[str, float]:
-    """`scores` on STS test of `model` with only `layers` (a view: the model is left whole),
-    encoded in `precision` (fp32, or bf16: a copy of the weights in bf16)."""
+def view_evaluated(model, layers: Sequence[int], sts_pairs, batch_size: int = 64,
+                   precision: str = "fp32") -> tuple[dict[str, float], Sample]:
+    """`evaluated` on STS test of `model` with only `layers` (a view: the model is left whole),
+    encoded in `precision` (fp32, or bf16: a copy of the weights in bf16): the scores and the
+    Spearman's sample."""
     served = in_precision(model, precision)
     with layers_view(served, list(layers)):
-        return {f"sts_test/{k}": v for k, v in sts_scores(served, sts_pairs, batch_size).items()}
+        scores, sample = sts_evaluated(served, sts_pairs, batch_size)
+    return {f"sts_test/{k}": v for k, v in scores.items()}, sample
 
 
 def speed(model, unpruned, sentences: list[str], batch_size: int,
