@@ -353,9 +353,10 @@ def test_report_sets_phases_side_by_side(tmp_path, monkeypatch):
     lines = markdown(df).splitlines()
     assert lines[0] == ("| base | init | strategy | keep | kept layers | phase | params total / "
                         "emb / enc (M) | speedup | STSb before | after NLI | after distill | "
-                        "after STS | NLI acc | % of unpruned | % of base | job (s) |")
+                        "after STS | NLI acc | % of unpruned | % of base | STSb 95% interval | "
+                        "STSb vs base | job (s) |")
     assert lines[2] == ("| m | pretrained | top | 2 | 0 1 | distill_sts | 3.0 / 1.0 / 1.0 "
-                        "| 2.00x | - | - | 0.6000 | 0.7000 | - | - | 87.5 | 61 |")
+                        "| 2.00x | - | - | 0.6000 | 0.7000 | - | - | 87.5 | - | - | 61 |")
 
     # The plots: one panel per phase, on one STSb axis; scored strategies have their colour.
     panels: dict[str, dict[str, list]] = {}
