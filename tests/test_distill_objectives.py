@@ -277,8 +277,11 @@ def test_each_term_is_logged_while_the_stage_trains(tiny_bert):
                             "train_distill/step_loss_mse", "train_distill/step_loss_similarity"}
 
 
-def test_a_job_distills_a_trimmed_student_with_every_term_and_says_so(tiny_bert, tmp_path):
-    """vocab=corpus on the distillation sentences: the student's ids differ from the teacher's."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_job_distills_a_trimmed_student_with_every_term_and_says_so(tiny_bert, tmp_path,
+                                                                      precision):
+    """vocab=corpus on the distillation sentences: the student's ids differ from the teacher's.
+    In bf16 too (the trainer's autocast, the teacher's forward inside it)."""
     text = tmp_path / "sentences.txt"
     text.write_text("\n".join(f"{a} {b}" for a in SENTENCES for b in SENTENCES[:4]) + "\n")
     out = tmp_path / "job"
@@ -287,7 +290,8 @@ def test_a_job_distills_a_trimmed_student_with_every_term_and_says_so(tiny_bert,
                             "phase.distill.max_sentences=null", "phase.distill.batch_size=8",
                             "phase.distill.hidden=1", "phase.distill.similarity=0.5",
                             "pruning.keep=2", "vocab=corpus", "vocab.training_splits=false",
-                            f"vocab.files=[{text}]", "eval.speed_rounds=0"], out)
+                            f"vocab.files=[{text}]", "eval.speed_rounds=0",
+                            f"precision={precision}"], out)
     terms = {f"train_distill/loss_{k}" for k in ("mse", "hidden", "similarity")}
     assert terms <= set(metrics) and all(np.isfinite(metrics[k]) for k in terms)
     assert metrics["model/vocab_size"] < len((tiny_bert / "vocab.txt").read_text().split())
