@@ -142,9 +142,16 @@ def test_references_are_measured_once_a_sweep_and_stand_on_the_board(tiny_bert, 
     written = cli.write_report(folder)
     md = (folder / "report.md").read_text()
     assert "What a user could ship instead" in md
+    sts = "sts_test/spearman_cosine"
     for name in ("int8", "trimmed", "static_16"):
-        assert f"| tiny_bert {name} (reference) | {by[name]['sts_test/spearman_cosine']:.4f} |" \
-            in md
+        m = by[name]
+        # Each reference's STSb with its interval, and its paired difference from the base.
+        assert (f"| tiny_bert {name} (reference) | {m[sts]:.4f} "
+                f"[{m['ci_low/' + sts]:.3f}, {m['ci_high/' + sts]:.3f}] |") in md
+        assert m[f"vs_base/{sts}"] == pytest.approx(m[sts] - base_sts, abs=1e-9)
+        assert m[f"vs_base/ci_low/{sts}"] <= m[f"vs_base/{sts}"] <= m[f"vs_base/ci_high/{sts}"]
+        assert f"| tiny_bert {name} (reference) | the base | " in md.split(
+            "## Which differences are real")[1]
     # The main table holds the jobs only.
     assert len(pd.read_csv(folder / "report.csv")) == 2
     chosen = json.loads((folder / "recommendation.json").read_text())
